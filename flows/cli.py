@@ -1,0 +1,174 @@
+"""The `augment` command line: parse typed options, build one config, call one function."""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from pipeline import config as config_module
+from pipeline.errors import AugmentError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train a class-conditional GAN on a small image folder and measure whether its images help a classifier.")
+console = Console(stderr=True)
+STAGES = ("ingest", "train", "generate", "evaluate")
+
+ParamsOption = Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read; default: ./params.yaml when present, else built-in defaults.")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override one key, e.g. --set train.steps=300 (repeatable).")]
+
+
+def _quiet_environment() -> None:
+    """Offline-safe Prefect and DVC defaults; a user's own settings win."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "augment")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def _setup_logging() -> None:
+    handler = RichHandler(console=console, show_path=False, show_time=False)
+    logger = logging.getLogger("augment")
+    logger.setLevel(logging.INFO)
+    if not logger.handlers:
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
+class _ShortUserErrors(logging.Filter):
+    """Drop the traceback from Prefect's log record of a user error; the CLI prints its one-line message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], AugmentError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _load_config(params: Optional[Path], overrides: list[str]) -> config_module.Config:
+    if params is None and Path("params.yaml").is_file():
+        params = Path("params.yaml")
+        console.print(f"reading {params.resolve()}")
+    return config_module.load(params, overrides)
+
+
+def _print_result(metrics: dict, out_dir: Path) -> None:
+    from pipeline.evaluate.stage import result_rows
+
+    table = Table(title=f"held-out real test images: {metrics['n_test']}, classifier seeds: {metrics['seeds']}")
+    for column in ("condition", "accuracy (%)", "runs / 95% interval"):
+        table.add_column(column)
+    for row in result_rows(metrics):
+        table.add_row(*row)
+    Console().print(table)
+    console.print(f"outputs in {out_dir}  (metrics: {out_dir / 'evaluation' / 'metrics.json'})")
+
+
+@app.command()
+def run(
+    dataset: Annotated[Optional[Path], typer.Option(help="ImageFolder with one sub-folder per class (optionally train/ and test/).")] = None,
+    per_class: Annotated[Optional[int], typer.Option(help="Synthetic images to generate per class (generate.per_class).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder; default: runs/<dataset folder name>.")] = None,
+    params: ParamsOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Run the whole pipeline (ingest, train, generate, evaluate) as a Prefect flow and print the result table."""
+    overrides = list(set_ or [])
+    if dataset is not None:
+        overrides.append(f"ingest.dataset={dataset}")
+    if per_class is not None:
+        overrides.append(f"generate.per_class={per_class}")
+    config = _load_config(params, overrides)
+    from pipeline.ingest import scan
+
+    scan(config.ingest.dataset)  # fail fast, before a Prefect server starts, on a missing or empty dataset
+    out_dir = out or Path("runs") / Path(config.ingest.dataset).resolve().name
+    from flows.augment import augment_flow
+
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_ShortUserErrors())
+    metrics = augment_flow(params=config.to_dict(), out_dir=str(out_dir))
+    _print_result(metrics, out_dir)
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="One of: ingest, train, generate, evaluate.")],
+    out: Annotated[Path, typer.Option(help="Output folder holding the stage folders.")] = Path("outputs"),
+    params: ParamsOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Run one stage without Prefect (what dvc.yaml calls); reads its inputs from earlier stages in --out."""
+    if name not in STAGES:
+        raise AugmentError(f"unknown stage '{name}'; choose one of {', '.join(STAGES)}")
+    config = _load_config(params, list(set_ or []))
+    dirs = _stage_dirs(out)
+    from pipeline import storage
+
+    if name == "ingest":
+        from pipeline import ingest
+
+        result = ingest.run(config.ingest, dirs["ingest"])
+    elif name == "train":
+        from pipeline.gan import train
+
+        result = train.run(config.train, dirs["ingest"], dirs["gan"])
+    elif name == "generate":
+        from pipeline import generate
+
+        result = generate.run(config.generate, dirs["gan"], dirs["synthetic"])
+    else:
+        from pipeline.evaluate import stage as evaluate
+
+        result = evaluate.run(config.evaluate, dirs["ingest"], dirs["synthetic"], dirs["evaluation"])
+        _print_result(result, out)
+        return
+    folder = {"ingest": "ingest", "train": "gan", "generate": "synthetic"}[name]
+    storage.write_json(dirs[folder] / "config.json", config.to_dict())  # evaluation/ holds only its declared metrics
+
+
+def _stage_dirs(out: Path) -> dict[str, Path]:
+    from pipeline.storage import stage_dirs
+
+    return stage_dirs(out)
+
+
+@app.command("export-digits")
+def export_digits(
+    out: Annotated[Path, typer.Argument(help="Folder to write the ImageFolder into.")] = Path("data/digits"),
+) -> None:
+    """Write scikit-learn's 1,797 real 8x8 digit images as an ImageFolder (the embedded demo dataset)."""
+    from pipeline.demo import export_digits as export
+
+    export(out)
+    console.print(f"wrote scikit-learn digits to {out}")
+
+
+_pending_error: list[str] = []
+
+
+def _print_pending_error() -> None:
+    for message in _pending_error:
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    """Console entry point: user errors end in one line and exit code 1, never a traceback."""
+    _quiet_environment()
+    _setup_logging()
+    # Registered first so it runs last at exit: the error line comes after Prefect's "stopping server" log.
+    atexit.register(_print_pending_error)
+    try:
+        app()
+    except AugmentError as error:
+        _pending_error.append(str(error))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,199 @@
+"""Typed configuration: one dataclass per stage, loaded from a mapping, overridden by `section.key=value`."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from pipeline.errors import AugmentError
+
+
+@dataclass
+class IngestConfig:
+    dataset: str = "data"            # ImageFolder root; may hold train/ and test/ (or val/) sub-folders
+    image_size: int = 28             # square side in pixels, multiple of 4, 16..128
+    channels: str = "auto"           # auto | gray | rgb  (auto: gray if every input image is gray)
+    resize: str = "center_crop"      # center_crop | pad   how non-square images become square
+    test_fraction: float = 0.2       # share of each class held out when the dataset has no test/ folder
+    split_seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000                # generator updates
+    batch_size: int = 64
+    z_dim: int = 64
+    width: int = 128                 # channels of the generator's first feature map; later blocks halve it
+    lr_generator: float = 2e-4
+    lr_discriminator: float = 2e-4
+    ema_halflife_kimg: float = 5.0   # EMA half-life in thousands of generated images
+    augment: str = "translation,cutout"  # DiffAugment policy applied to real and fake before D ("" = none)
+    sample_every: int = 500          # steps between sample grids
+    checkpoint_every: int = 500      # steps between checkpoints
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda
+    compile: bool = False            # torch.compile the networks (pays off on CUDA)
+
+
+@dataclass
+class GenerateConfig:
+    per_class: int = 1000            # synthetic images written for every class
+    seed: int = 0                    # image i of class c uses seed + c * 1_000_000_000 + i
+    batch_size: int = 256
+    device: str = "auto"
+
+
+@dataclass
+class EvaluateConfig:
+    seeds: int = 3                   # classifier seeds; each condition is trained once per seed
+    steps: int = 600                 # classifier optimizer steps, the same for every condition
+    batch_size: int = 64
+    lr: float = 1e-3
+    synthetic_share: float = 0.5     # fraction of each real+synthetic batch drawn from synthetic images
+    device: str = "auto"
+
+
+@dataclass
+class Config:
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def _section_types() -> dict[str, type]:
+    hints = get_type_hints(Config)
+    return {name: hints[name] for name in SECTIONS}
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    """Convert a YAML or command-line value to the field's type, or fail naming the key."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise AugmentError(f"config key '{key}' needs a {kind.__name__}, got {value!r}")
+
+
+def from_dict(data: dict[str, Any] | None) -> Config:
+    """Build a Config from nested sections; unknown sections or keys are errors that name them."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise AugmentError("params must be a mapping of sections (ingest, train, generate, evaluate)")
+    sections = {}
+    for name, kind in _section_types().items():
+        raw = data.get(name) or {}
+        if not isinstance(raw, dict):
+            raise AugmentError(f"config section '{name}' must be a mapping, got {raw!r}")
+        hints = get_type_hints(kind)
+        values = {}
+        for key, value in raw.items():
+            if key not in hints:
+                raise AugmentError(f"unknown config key '{name}.{key}' (known: {', '.join(hints)})")
+            values[key] = _coerce(f"{name}.{key}", value, hints[key])
+        sections[name] = kind(**values)
+    for name in data:
+        if name not in SECTIONS:
+            raise AugmentError(f"unknown config section '{name}' (known: {', '.join(SECTIONS)})")
+    config = Config(**sections)
+    validate(config)
+    return config
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Return a new Config with `section.key=value` overrides applied and validated."""
+    data = config.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise AugmentError(f"override '{item}' must look like section.key=value")
+        dotted, value = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        if len(parts) != 2:
+            raise AugmentError(f"override key '{dotted}' must look like section.key (e.g. train.steps)")
+        section, key = parts
+        if section not in data:
+            raise AugmentError(f"unknown config section '{section}' in override '{item}'")
+        if key not in data[section]:
+            raise AugmentError(f"unknown config key '{dotted}' (known: {', '.join(data[section])})")
+        data[section][key] = value.strip()
+    return from_dict(data)
+
+
+def load(params_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load params.yaml (or defaults when path is None), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if params_path is not None:
+        path = Path(params_path)
+        if not path.is_file():
+            raise AugmentError(f"params file '{path}' does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise AugmentError(f"params file '{path}' is not valid YAML: {error}") from None
+    return apply_overrides(from_dict(data), overrides or [])
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise AugmentError(message)
+
+
+def validate(config: Config) -> None:
+    """Range-check every option once; messages name the key and the allowed range."""
+    ingest, train, generate, evaluate = config.ingest, config.train, config.generate, config.evaluate
+    _check(16 <= ingest.image_size <= 128 and ingest.image_size % 4 == 0,
+           f"ingest.image_size must be a multiple of 4 between 16 and 128, got {ingest.image_size}")
+    _check(ingest.channels in ("auto", "gray", "rgb"), f"ingest.channels must be auto, gray or rgb, got {ingest.channels!r}")
+    _check(ingest.resize in ("center_crop", "pad"), f"ingest.resize must be center_crop or pad, got {ingest.resize!r}")
+    _check(0.0 < ingest.test_fraction < 1.0, f"ingest.test_fraction must be between 0 and 1, got {ingest.test_fraction}")
+    _check(train.steps >= 1, f"train.steps must be at least 1, got {train.steps}")
+    _check(train.batch_size >= 2, f"train.batch_size must be at least 2, got {train.batch_size}")
+    _check(train.z_dim >= 1 and train.width >= 8, "train.z_dim must be >= 1 and train.width >= 8")
+    _check(train.lr_generator > 0 and train.lr_discriminator > 0, "train learning rates must be positive")
+    _check(train.ema_halflife_kimg >= 0, "train.ema_halflife_kimg must be >= 0")
+    _check(train.sample_every >= 1 and train.checkpoint_every >= 1, "train.sample_every and train.checkpoint_every must be >= 1")
+    known = {"translation", "cutout", "color"}
+    policy = {p.strip() for p in train.augment.split(",") if p.strip()}
+    _check(policy <= known, f"train.augment has unknown parts {sorted(policy - known)}; use any of {sorted(known)}")
+    for name, device in (("train", train.device), ("generate", generate.device), ("evaluate", evaluate.device)):
+        _check(device in ("auto", "cpu", "cuda"), f"{name}.device must be auto, cpu or cuda, got {device!r}")
+    _check(generate.per_class >= 1, f"generate.per_class must be at least 1, got {generate.per_class} (use --per-class N with N > 0)")
+    _check(generate.per_class <= 10_000_000, f"generate.per_class {generate.per_class} is absurdly large (max 10,000,000)")
+    _check(generate.batch_size >= 1, "generate.batch_size must be at least 1")
+    _check(evaluate.seeds >= 1, f"evaluate.seeds must be at least 1, got {evaluate.seeds}")
+    _check(evaluate.steps >= 1 and evaluate.batch_size >= 2, "evaluate.steps must be >= 1 and evaluate.batch_size >= 2")
+    _check(evaluate.lr > 0, "evaluate.lr must be positive")
+    _check(0.0 <= evaluate.synthetic_share < 1.0, f"evaluate.synthetic_share must be in [0, 1), got {evaluate.synthetic_share}")

@@ -1,0 +1,93 @@
+"""Class-conditional generator (conditional BatchNorm) and projection discriminator (spectral norm)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def plan_resolutions(image_size: int) -> list[int]:
+    """Feature-map sides from the generator's first map up to image_size: halve while the side stays an even number >= 8."""
+    sides = [image_size]
+    while sides[0] % 2 == 0 and sides[0] // 2 >= 4 and len(sides) < 6:
+        sides.insert(0, sides[0] // 2)
+    return sides
+
+
+def plan_widths(image_size: int, width: int) -> list[int]:
+    """Generator channels at each resolution of `plan_resolutions`: `width` first, halved per block, at least 16."""
+    return [max(16, width >> i) for i in range(len(plan_resolutions(image_size)))]
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm whose scale and shift are looked up per class."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(num_classes, channels)
+        self.bias = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        gain = self.gain(labels)[:, :, None, None]
+        bias = self.bias(labels)[:, :, None, None]
+        return self.norm(x) * gain + bias
+
+
+class UpBlock(nn.Module):
+    """Double the side: transposed conv 4x4 stride 2, conditional BN, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_classes: int):
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=False)
+        self.norm = ConditionalBatchNorm2d(out_channels, num_classes)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.norm(self.conv(x), labels))
+
+
+class Generator(nn.Module):
+    """z (B x z_dim) + class (B) -> image (B x C x S x S) in [-1, 1]; for S=28, width=128:
+    z -> 128 x 7 x 7 -> 64 x 14 x 14 -> 32 x 28 x 28 -> C x 28 x 28."""
+
+    def __init__(self, z_dim: int, num_classes: int, channels: int, image_size: int, width: int):
+        super().__init__()
+        sides, widths = plan_resolutions(image_size), plan_widths(image_size, width)
+        self.z_dim, self.base_side, self.base_width = z_dim, sides[0], widths[0]
+        self.embed = nn.Embedding(num_classes, z_dim)
+        self.project = nn.Linear(2 * z_dim, widths[0] * sides[0] ** 2)                   # width x base x base
+        self.project_norm = ConditionalBatchNorm2d(widths[0], num_classes)
+        self.blocks = nn.ModuleList(UpBlock(a, b, num_classes) for a, b in zip(widths, widths[1:]))  # side doubles per block
+        self.to_image = nn.Conv2d(widths[-1], channels, 3, 1, 1)                          # C x S x S
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = self.project(torch.cat([z, self.embed(labels)], dim=1))
+        x = x.view(-1, self.base_width, self.base_side, self.base_side)
+        x = torch.relu(self.project_norm(x, labels))
+        for block in self.blocks:
+            x = block(x, labels)
+        return torch.tanh(self.to_image(x))
+
+
+class Discriminator(nn.Module):
+    """Image + class -> realness score (B). Strided SN convs halve the side down to the generator's base side,
+    then a 3x3 conv, global sum pooling and a projection term <embed(class), features>. For S=28, width=128:
+    C x 28 x 28 -> 32 x 14 x 14 -> 64 x 7 x 7 -> 64 x 7 x 7 -> 64."""
+
+    def __init__(self, num_classes: int, channels: int, image_size: int, width: int):
+        super().__init__()
+        widths = [max(8, w // 2) for w in reversed(plan_widths(image_size, width))][1:]  # channels after each down block
+        layers, previous = [], channels
+        for out in widths:
+            layers += [spectral_norm(nn.Conv2d(previous, out, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            previous = out
+        layers += [spectral_norm(nn.Conv2d(previous, previous, 3, 1, 1)), nn.LeakyReLU(0.2)]
+        self.features = nn.Sequential(*layers)
+        self.linear = spectral_norm(nn.Linear(previous, 1))
+        self.embed = spectral_norm(nn.Embedding(num_classes, previous))
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        h = self.features(images).sum(dim=(2, 3))                                         # B x F
+        return self.linear(h).squeeze(1) + (self.embed(labels) * h).sum(dim=1)

@@ -1,0 +1,207 @@
+"""Stage 2: train the class-conditional GAN on the ingested arrays; checkpoints, sample grids, loss CSV."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline import storage
+from pipeline.config import TrainConfig
+from pipeline.device import autocast, pick_device, prepare_module
+from pipeline.errors import AugmentError
+from pipeline.gan.augment import diff_augment, parse_policy
+from pipeline.gan.losses import discriminator_hinge, generator_hinge
+from pipeline.gan.networks import Discriminator, Generator
+from pipeline.ingest import load_arrays
+from pipeline.progress import logger, track
+
+GRID_COLUMNS = 8
+LOG_EVERY = 50  # steps between loss rows; losses are read back (a host sync) only then
+
+
+def build_generator(spec: dict) -> Generator:
+    """The generator described by gan/generator.json (the spec written next to its weights)."""
+    return Generator(spec["z_dim"], len(spec["classes"]), spec["channels"], spec["image_size"], spec["width"])
+
+
+def _ema_decay(config: TrainConfig, images_seen: int) -> float:
+    """Per-step EMA decay from a half-life in kimg, ramped up early so the EMA does not start from noise."""
+    halflife_images = min(config.ema_halflife_kimg * 1000, images_seen * 0.05)
+    return 0.5 ** (config.batch_size / max(halflife_images, 1e-8)) if halflife_images > 0 else 0.0
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] float B x C x H x W -> uint8 B x H x W x C."""
+    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_grid(path: Path, images: torch.Tensor, rows: int) -> None:
+    """Write images (rows*cols x C x H x W) as one PNG, one row per class."""
+    pixels = to_uint8(images)
+    n, h, w, c = pixels.shape
+    cols = n // rows
+    grid = pixels.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+    image = Image.fromarray(grid[..., 0] if c == 1 else grid)
+    with storage.atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def _state_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+
+
+def _optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+    """Flatten an optimizer's state to tensors (safetensors holds no nested objects) + its param groups as JSON."""
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            tensors[f"{prefix}.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, json.dumps(state["param_groups"])
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, prefix: str, tensors: dict, groups_json: str) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith(prefix + "."):
+            index, key = name[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(groups_json)})
+
+
+def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dict:
+    """Train on ingest_dir's arrays; write gan/ (checkpoint, generator_ema, generator.json, samples, losses.csv)."""
+    arrays = load_arrays(ingest_dir)
+    classes = [str(c) for c in arrays["classes"]]
+    images = torch.from_numpy(arrays["train_images"])                                  # N x C x S x S uint8
+    labels = torch.from_numpy(arrays["train_labels"])
+    spec = {"z_dim": config.z_dim, "width": config.width, "classes": classes,
+            "channels": int(images.shape[1]), "image_size": int(images.shape[-1]), "train": dataclasses.asdict(config)}
+    out = Path(out_dir)
+    resumed = _resumable_step(out, spec)
+    if resumed is None:
+        storage.fresh_dir(out)
+    (out / "samples").mkdir(exist_ok=True)
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    generator, discriminator = build_generator(spec), Discriminator(len(classes), spec["channels"], spec["image_size"], config.width)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=(0.0, 0.99))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=(0.0, 0.99))
+    start_step = 0
+    if resumed is not None:
+        start_step = _restore(out / "checkpoint.safetensors", generator, discriminator, ema, opt_g, opt_d)
+        logger.info("resuming training from step %d of %d", start_step, config.steps)
+    for module in (generator, discriminator, ema):
+        prepare_module(module, device)
+    g_step, d_step = generator, discriminator
+    if config.compile:
+        g_step, d_step = torch.compile(generator), torch.compile(discriminator)
+    policy = parse_policy(config.augment)
+    rng = torch.Generator().manual_seed(config.seed + start_step)
+    fixed_labels = torch.arange(len(classes)).repeat_interleave(GRID_COLUMNS).to(device)
+    fixed_z = torch.randn(len(fixed_labels), config.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
+    images, labels = images.to(device), labels.to(device)
+    losses_path = out / "losses.csv"
+    rows = storage.read_csv_rows(losses_path) if resumed is not None else []
+    history, clock = [], time.perf_counter()
+    for step in track(range(start_step + 1, config.steps + 1), config.steps - start_step, "train: GAN steps"):
+        index = torch.randint(0, len(images), (config.batch_size,), generator=rng).to(device)
+        real = images[index].float() / 127.5 - 1.0
+        batch_labels = labels[index]
+        z = torch.randn(config.batch_size, config.z_dim, generator=rng).to(device)
+        with autocast(device):
+            fake = g_step(z, batch_labels)
+            real_scores = d_step(diff_augment(real, policy, rng), batch_labels)
+            fake_scores = d_step(diff_augment(fake.detach(), policy, rng), batch_labels)
+            loss_d = discriminator_hinge(real_scores, fake_scores)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        with autocast(device):
+            loss_g = generator_hinge(d_step(diff_augment(fake, policy, rng), batch_labels))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        _update_ema(ema, generator, _ema_decay(config, step * config.batch_size))
+        history.append(torch.stack([loss_d.detach(), loss_g.detach(), real_scores.detach().mean(), fake_scores.detach().mean()]))
+        if step % LOG_EVERY == 0 or step == config.steps:
+            values = torch.stack(history).float().mean(0).tolist()
+            if not all(np.isfinite(values)):
+                raise AugmentError(f"GAN training diverged at step {step} (loss is {values[0]:.3g}); "
+                                   "lower train.lr_generator / train.lr_discriminator and run again")
+            rate = len(history) * config.batch_size / (time.perf_counter() - clock)
+            rows.append([step] + [round(v, 5) for v in values] + [round(rate, 1)])
+            history, clock = [], time.perf_counter()
+        if step % config.sample_every == 0 or step == config.steps:
+            with torch.no_grad():
+                save_grid(out / "samples" / f"step_{step:06d}.png", ema(fixed_z, fixed_labels), len(classes))
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            storage.write_csv(losses_path, ["step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_second"], rows)
+            _save_checkpoint(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
+    return _finish(out, spec, rows)
+
+
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for target, source in zip(ema.parameters(), model.parameters()):
+            target.lerp_(source, 1.0 - decay)
+        for target, source in zip(ema.buffers(), model.buffers()):
+            target.copy_(source)
+
+
+def _save_checkpoint(out: Path, spec: dict, step: int, generator, discriminator, ema, opt_g, opt_d) -> None:
+    g_tensors, g_groups = _optimizer_tensors("opt_g", opt_g)
+    d_tensors, d_groups = _optimizer_tensors("opt_d", opt_d)
+    tensors = {**_state_tensors("G", generator), **_state_tensors("D", discriminator), **_state_tensors("G_ema", ema),
+               **g_tensors, **d_tensors}
+    metadata = {"step": str(step), "spec": json.dumps(spec, sort_keys=True), "opt_g": g_groups, "opt_d": d_groups}
+    storage.save_tensors(out / "checkpoint.safetensors", tensors, metadata)
+
+
+RESUME_IGNORES = ("steps", "sample_every", "checkpoint_every", "device", "compile")  # may change between runs
+
+
+def _same_model(a: dict, b: dict) -> bool:
+    """True when two specs describe the same training run up to its length and bookkeeping."""
+    strip = lambda spec: {**spec, "train": {k: v for k, v in spec["train"].items() if k not in RESUME_IGNORES}}
+    return json.dumps(strip(a), sort_keys=True) == json.dumps(strip(b), sort_keys=True)
+
+
+def _resumable_step(out: Path, spec: dict) -> int | None:
+    """The step of a checkpoint in out from the same run, if training can continue from it (else None)."""
+    path = out / "checkpoint.safetensors"
+    if not path.is_file():
+        return None
+    try:
+        metadata = storage.read_metadata(path)
+        step, same = int(metadata["step"]), _same_model(json.loads(metadata["spec"]), spec)
+    except (AugmentError, KeyError, ValueError):
+        return None
+    return step if same and step <= spec["train"]["steps"] else None
+
+
+def _restore(path: Path, generator, discriminator, ema, opt_g, opt_d) -> int:
+    tensors, metadata = storage.load_tensors(path), storage.read_metadata(path)
+    for prefix, module in (("G", generator), ("D", discriminator), ("G_ema", ema)):
+        module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+    _load_optimizer(opt_g, "opt_g", tensors, metadata["opt_g"])
+    _load_optimizer(opt_d, "opt_d", tensors, metadata["opt_d"])
+    return int(metadata["step"])
+
+
+def _finish(out: Path, spec: dict, rows: list) -> dict:
+    """Export the EMA generator on its own (what generate reads) and return a summary."""
+    tensors = storage.load_tensors(out / "checkpoint.safetensors")
+    ema_state = {k[len("G_ema."):]: v for k, v in tensors.items() if k.startswith("G_ema.")}
+    storage.save_tensors(out / "generator_ema.safetensors", ema_state, {"format": "augment-generator-v1"})
+    storage.write_json(out / "generator.json", spec)
+    rate = float(np.median([r[-1] for r in rows])) if rows else 0.0
+    return {"steps": spec["train"]["steps"], "images_per_second": rate, "final_losses": rows[-1][1:5] if rows else []}

@@ -1,0 +1,83 @@
+"""Stage 3: write per_class synthetic PNGs per class from the EMA generator, one seed per image."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor  # Pillow and file I/O release the GIL
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline import storage
+from pipeline.config import GenerateConfig
+from pipeline.device import pick_device, prepare_module
+from pipeline.errors import AugmentError
+from pipeline.gan.train import build_generator, to_uint8
+from pipeline.progress import logger, track
+
+CLASS_SEED_STRIDE = 1_000_000_000  # seeds of class c are seed + c * stride + i: unique while per_class < stride
+STATE_FILE = ".generating.json"      # present only while a generate run is unfinished; lets a re-run resume
+
+
+def sample_seed(config: GenerateConfig, class_index: int, image_index: int) -> int:
+    return config.seed + class_index * CLASS_SEED_STRIDE + image_index
+
+
+def noise_for(seeds: list[int], z_dim: int) -> torch.Tensor:
+    """One latent per seed, independent of how seeds are batched."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    with storage.atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", compress_level=1)
+
+
+def _load_generator(gan_dir: Path, device: torch.device) -> tuple[torch.nn.Module, dict, str]:
+    spec_path, weights_path = gan_dir / "generator.json", gan_dir / "generator_ema.safetensors"
+    if not spec_path.is_file() or not weights_path.is_file():
+        raise AugmentError(f"no trained generator in '{gan_dir}'; run the train stage first")
+    spec = storage.read_json(spec_path)
+    generator = build_generator(spec)
+    try:
+        generator.load_state_dict(storage.load_tensors(weights_path))
+    except RuntimeError as error:
+        raise AugmentError(f"'{weights_path}' does not match '{spec_path}' ({str(error).splitlines()[0]}); retrain") from None
+    return prepare_module(generator.eval(), device), spec, storage.sha256_file(weights_path)
+
+
+def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path) -> dict:
+    """Write out_dir/<class>/<i>.png for every class and out_dir/manifest.csv; return counts."""
+    device = pick_device(config.device)
+    generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
+    out, classes = Path(out_dir), spec["classes"]
+    state = {"checkpoint": checkpoint, "seed": config.seed}
+    resuming = (out / STATE_FILE).is_file() and storage.read_json(out / STATE_FILE) == state
+    if not resuming:
+        storage.fresh_dir(out)
+        storage.write_json(out / STATE_FILE, state)
+    jobs = [(c, i) for c in range(len(classes)) for i in range(config.per_class)]
+    names = {(c, i): out / classes[c] / f"{i:06d}.png" for c, i in jobs}
+    todo = [job for job in jobs if not (resuming and names[job].is_file())]
+    if resuming:
+        logger.info("resuming generation: %d of %d images already written", len(jobs) - len(todo), len(jobs))
+    for name in classes:
+        (out / name).mkdir(exist_ok=True)
+    batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, torch.no_grad():
+        pending = []
+        for batch in track(batches, len(batches), "generate: batches"):
+            z = noise_for([sample_seed(config, c, i) for c, i in batch], spec["z_dim"]).to(device)
+            labels = torch.tensor([c for c, _ in batch], device=device)
+            pixels = to_uint8(generator(z, labels))
+            pending += [pool.submit(_write_png, names[job], p) for job, p in zip(batch, pixels)]
+            while len(pending) > 2 * config.batch_size or (pending and pending[0].done()):
+                pending.pop(0).result()  # bounds memory and re-raises a failed write
+        for future in pending:
+            future.result()
+    rows = [[f"{classes[c]}/{names[(c, i)].name}", classes[c], sample_seed(config, c, i), checkpoint] for c, i in jobs]
+    storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
+    (out / STATE_FILE).unlink()
+    return {"per_class": config.per_class, "classes": classes, "n_images": len(jobs), "checkpoint_sha256": checkpoint}

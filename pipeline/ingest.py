@@ -1,0 +1,213 @@
+"""Stage 1: scan an ImageFolder, decode and validate every image, quarantine bad files, split, cache arrays."""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from pipeline.config import IngestConfig
+from pipeline.errors import AugmentError
+from pipeline.progress import logger, track
+from pipeline import storage
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+TEST_FOLDERS = ("test", "val")
+
+
+@dataclass
+class Candidate:
+    path: Path            # absolute path of the file
+    relative: str         # path relative to the dataset root, as written in the manifest
+    label: str            # class name
+    split: str            # train | test | "" (not decided yet)
+
+
+def _class_files(class_dir: Path) -> list[Path]:
+    """Image files under one class folder, nested folders included, hidden entries skipped, sorted."""
+    found = []
+    for root, dirs, files in os.walk(class_dir):  # followlinks=False: a symlinked folder loop cannot trap us
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in sorted(files) if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return found
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan(dataset: str | Path) -> tuple[list[Candidate], bool]:
+    """List candidate image files with their class and split; True when the dataset brings its own test split."""
+    root = Path(dataset)
+    if not root.exists():
+        raise AugmentError(f"dataset folder '{root}' does not exist; pass --dataset DIR with one sub-folder per class")
+    if not root.is_dir():
+        raise AugmentError(f"dataset '{root}' is a file, not a folder; pass --dataset DIR with one sub-folder per class")
+    try:
+        subdirs = {p.name: p for p in _class_dirs(root)}
+    except PermissionError:
+        raise AugmentError(f"dataset folder '{root}' is not readable; check its permissions") from None
+    test_name = next((name for name in TEST_FOLDERS if name in subdirs), None)
+    has_split = "train" in subdirs and test_name is not None
+    parts = [("train", subdirs["train"]), ("test", subdirs[test_name])] if has_split else [("", root)]
+    candidates: list[Candidate] = []
+    for split, part_root in parts:
+        class_dirs = _class_dirs(part_root)
+        if not class_dirs:
+            raise AugmentError(f"dataset folder '{part_root}' has no class sub-folders; put each class's images in DIR/<class>/")
+        for class_dir in class_dirs:
+            files = _class_files(class_dir)
+            if not files and split != "test":
+                raise AugmentError(f"class folder '{class_dir}' has no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                                   "add images or remove the folder")
+            candidates += [Candidate(f, f.relative_to(root).as_posix(), class_dir.name, split) for f in files]
+    return candidates, has_split
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: 16-bit scaled down, transparency composited onto white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def _square(image: Image.Image, size: int, policy: str) -> Image.Image:
+    """Make the image square (center crop or black padding), then resize to size x size."""
+    width, height = image.size
+    if width != height:
+        if policy == "center_crop":
+            side = min(width, height)
+            left, top = (width - side) // 2, (height - side) // 2
+            image = image.crop((left, top, left + side, top + side))
+        else:
+            side = max(width, height)
+            canvas = Image.new("RGB", (side, side), (0, 0, 0))
+            canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+            image = canvas
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
+    return image
+
+
+def decode(path: Path, size: int, policy: str) -> np.ndarray:
+    """Decode one file to a (size, size, 3) uint8 array; raises ValueError with a reason when it cannot."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return np.asarray(_square(_to_rgb(image), size, policy), dtype=np.uint8)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ValueError(f"refused: too many pixels ({error})") from None
+        except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError) as error:
+            raise ValueError(f"cannot decode: {error}") from None
+
+
+def _split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Seeded stratified split; returns a boolean mask of test rows."""
+    rng = np.random.default_rng(seed)
+    is_test = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        rng.shuffle(rows)
+        n_test = int(round(len(rows) * fraction))
+        n_test = min(max(n_test, 1), len(rows) - 1)
+        is_test[rows[:n_test]] = True
+    return is_test
+
+
+def run(config: IngestConfig, out_dir: str | Path) -> dict:
+    """Ingest `config.dataset` into out_dir (arrays.npz, manifest.csv, quarantine.csv, stats.json); return stats."""
+    out = Path(out_dir)
+    dataset = Path(config.dataset).resolve()
+    if out.resolve().is_relative_to(dataset):
+        raise AugmentError(f"output folder '{out}' is inside the dataset '{dataset}'; choose an --out outside it")
+    candidates, has_split = scan(dataset)
+    images, kept, quarantine = [], [], []
+    for candidate in track(candidates, len(candidates), "ingest: decoding"):
+        try:
+            images.append(decode(candidate.path, config.image_size, config.resize))
+            kept.append(candidate)
+        except ValueError as error:
+            quarantine.append([candidate.relative, candidate.label, str(error)])
+        except PermissionError:
+            quarantine.append([candidate.relative, candidate.label, "not readable (permission denied)"])
+    classes = sorted({c.label for c in candidates if c.split != "test"})
+    readable = {c.label for c in kept if c.split != "test"}
+    for label in classes:
+        if label not in readable:
+            raise AugmentError(f"class '{label}' has no readable image (see the quarantine list); add images or remove the folder")
+    if len(classes) < 2:
+        raise AugmentError(f"dataset '{dataset}' has {len(classes)} class; a classifier needs at least 2 class folders")
+    unknown = sorted({c.label for c in kept if c.split == "test"} - set(classes))
+    if unknown:
+        raise AugmentError(f"test classes {unknown} have no training folder; use the same class names in train/ and test/")
+
+    pixels = np.stack(images)                                          # N x H x W x 3
+    is_gray = bool(np.all(pixels[..., 0] == pixels[..., 1]) and np.all(pixels[..., 1] == pixels[..., 2]))
+    channels = {"auto": 1 if is_gray else 3, "gray": 1, "rgb": 3}[config.channels]
+    if channels == 1:
+        weights = np.array([0.299, 0.587, 0.114])
+        pixels = np.rint(pixels @ weights).clip(0, 255).astype(np.uint8)[..., None]
+    pixels = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))      # N x C x H x W
+    labels = np.array([classes.index(c.label) for c in kept], dtype=np.int64)
+    if has_split:
+        is_test = np.array([c.split == "test" for c in kept])
+    else:
+        counts = np.bincount(labels, minlength=len(classes))
+        if counts.min() < 2:
+            raise AugmentError(f"class '{classes[int(counts.argmin())]}' has {counts.min()} readable image; "
+                               "an automatic train/test split needs at least 2 per class")
+        is_test = _split(labels, config.test_fraction, config.split_seed)
+        logger.info("no train/ and test/ folders: made a stratified %.0f%% test split (seed %d)",
+                    100 * config.test_fraction, config.split_seed)
+    if not is_test.any():
+        raise AugmentError(f"the test folder of '{dataset}' has no readable image; add held-out images to test/")
+    return _write(out, config, dataset, classes, kept, pixels, labels, is_test, quarantine, has_split)
+
+
+def _write(out, config, dataset, classes, kept, pixels, labels, is_test, quarantine, has_split) -> dict:
+    storage.fresh_dir(out)
+    with storage.atomic_path(out / "arrays.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, train_images=pixels[~is_test], train_labels=labels[~is_test],
+                 test_images=pixels[is_test], test_labels=labels[is_test], classes=np.array(classes))
+    rows = [[c.relative, c.label, "test" if t else "train", hashlib.sha256(p.tobytes()).hexdigest()[:16]]
+            for c, t, p in zip(kept, is_test, pixels)]
+    storage.write_csv(out / "manifest.csv", ["file", "class", "split", "pixel_hash"], rows)
+    storage.write_csv(out / "quarantine.csv", ["file", "class", "reason"], quarantine)
+    per_class = {name: {"train": int(np.sum((labels == i) & ~is_test)), "test": int(np.sum((labels == i) & is_test))}
+                 for i, name in enumerate(classes)}
+    stats = {
+        "dataset": str(dataset), "classes": classes, "per_class": per_class,
+        "n_train": int((~is_test).sum()), "n_test": int(is_test.sum()), "n_quarantined": len(quarantine),
+        "image_size": config.image_size, "channels": int(pixels.shape[1]),
+        "split": "folders" if has_split else f"stratified {config.test_fraction:g} (seed {config.split_seed})",
+    }
+    storage.write_json(out / "stats.json", stats)
+    if quarantine:
+        logger.warning("quarantined %d unreadable file(s); see %s", len(quarantine), out / "quarantine.csv")
+    return stats
+
+
+def load_arrays(ingest_dir: str | Path) -> dict[str, np.ndarray]:
+    """Read the array cache written by `run` (no pickle: classes are stored as a unicode array)."""
+    path = Path(ingest_dir) / "arrays.npz"
+    if not path.is_file():
+        raise AugmentError(f"'{path}' does not exist; run the ingest stage first")
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}

@@ -1,0 +1,117 @@
+"""Atomic file writes, safetensors checkpoints and small JSON/CSV helpers shared by the stages."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from pipeline.errors import AugmentError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def write_csv(path: str | Path, header: list[str], rows: list[list[Any]]) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return Path(path)
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write a safetensors file atomically (tensors made contiguous and moved to CPU)."""
+    flat = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a missing or foreign file is a user error, never unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise AugmentError(f"checkpoint '{path}' does not exist; run the train stage first")
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises several types for corrupt headers
+        raise AugmentError(f"checkpoint '{path}' is not a valid safetensors file ({error}); delete it and retrain") from None
+
+
+def fresh_dir(path: str | Path) -> Path:
+    """Empty (or create) a stage's output folder so stale files from an older run never mix in."""
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def stage_dirs(out_dir: str | Path) -> dict[str, Path]:
+    """The fixed layout of an output folder."""
+    out = Path(out_dir)
+    return {"ingest": out / "ingest", "gan": out / "gan", "synthetic": out / "synthetic", "evaluation": out / "evaluation"}
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (its JSON header), read without loading tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+    except Exception as error:
+        raise AugmentError(f"checkpoint '{path}' is not a valid safetensors file ({error}); delete it and retrain") from None
+
+
+def read_csv_rows(path: str | Path) -> list[list[Any]]:
+    """Rows of a CSV written by write_csv, header dropped, numbers parsed."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    return [[float(v) if "." in v or "e" in v else int(v) for v in row] for row in rows]

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny real images (scikit-learn digits), isolated Prefect/DVC settings, the ../shared data."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import config as config_module
+from pipeline.demo import export_digits
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("AUGMENT_SHARED", ROOT.parent / "shared"))
+BIN = Path(sys.executable).parent
+
+# Small enough that a whole pipeline takes seconds on one CPU core, large enough to exercise every code path.
+TINY = ["ingest.image_size=16", "train.steps=6", "train.batch_size=16", "train.width=32", "train.sample_every=3",
+        "train.checkpoint_every=3", "generate.per_class=10", "evaluate.steps=30", "evaluate.seeds=2", "evaluate.batch_size=32"]
+
+
+def tiny_config(dataset: Path | str, *more: str) -> config_module.Config:
+    return config_module.load(None, [f"ingest.dataset={dataset}", *TINY, *more])
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    """20 real 8x8 digit images per class as an ImageFolder (read-only by convention: tests copy before changing)."""
+    return export_digits(tmp_path_factory.mktemp("digits") / "digits", per_class=20)
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory) -> dict[str, str]:
+    """Environment for running the `augment`, `dvc` and `git` commands: isolated Prefect home, no telemetry."""
+    env = dict(os.environ)
+    env.update({
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+    })
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    path = SHARED / "data" / "mnist10k"
+    if not path.is_dir():
+        pytest.skip(f"needs the real MNIST ImageFolder at {path} (../shared beside the project); not in a user's clone")
+    return path
+
+
+def copy_tree(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target

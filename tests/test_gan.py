@@ -1,0 +1,86 @@
+"""GAN networks, augmentation and the training loop on real digit images."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import tiny_config
+from pipeline import ingest, storage
+from pipeline.errors import AugmentError
+from pipeline.gan import train
+from pipeline.gan.augment import diff_augment, parse_policy
+from pipeline.gan.networks import Discriminator, Generator
+
+
+@pytest.mark.parametrize("size, channels", [(16, 1), (28, 1), (32, 3), (64, 3)])
+def test_networks_follow_image_size_and_channels(size, channels):
+    generator, discriminator = Generator(16, 5, channels, size, 32), Discriminator(5, channels, size, 32)
+    labels = torch.tensor([0, 1, 4])
+    images = generator(torch.randn(3, 16), labels)
+    assert images.shape == (3, channels, size, size)
+    assert images.min() >= -1 and images.max() <= 1
+    assert discriminator(images, labels).shape == (3,)
+
+
+def test_augmentation_keeps_shape_changes_pixels_and_passes_gradients():
+    x = torch.rand(8, 3, 16, 16, requires_grad=True)
+    policy = parse_policy("color,translation,cutout")
+    y = diff_augment(x, policy, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and not torch.allclose(y, x)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert parse_policy("") == []
+
+
+@pytest.fixture(scope="module")
+def ingested(digits_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gan") / "ingest"
+    ingest.run(tiny_config(digits_dir).ingest, out)
+    return out
+
+
+def test_training_writes_checkpoint_grids_losses_and_exports_ema(ingested, digits_dir, tmp_path):
+    config = tiny_config(digits_dir).train
+    summary = train.run(config, ingested, tmp_path / "gan")
+    assert summary["steps"] == 6 and summary["images_per_second"] > 0
+    grids = sorted((tmp_path / "gan" / "samples").glob("*.png"))
+    assert [g.name for g in grids] == ["step_000003.png", "step_000006.png"]
+    with Image.open(grids[-1]) as grid:
+        assert grid.size == (8 * 16, 10 * 16)  # 8 fixed-noise columns, one row per class
+    rows = list(csv.DictReader(open(tmp_path / "gan" / "losses.csv")))
+    assert [int(r["step"]) for r in rows] == [6] and all(float(r["loss_d"]) >= 0 for r in rows)
+    tensors = load_file(str(tmp_path / "gan" / "checkpoint.safetensors"))
+    assert {k.split(".")[0] for k in tensors} == {"G", "D", "G_ema", "opt_g", "opt_d"}
+    spec = json.loads((tmp_path / "gan" / "generator.json").read_text())
+    assert spec["classes"] == [str(d) for d in range(10)] and spec["train"]["steps"] == 6
+    generator = train.build_generator(spec)
+    generator.load_state_dict(load_file(str(tmp_path / "gan" / "generator_ema.safetensors")))
+
+
+def test_training_resumes_from_a_matching_checkpoint(ingested, digits_dir, tmp_path, caplog):
+    config = tiny_config(digits_dir, "train.steps=3").train
+    train.run(config, ingested, tmp_path / "gan")
+    storage.write_json(tmp_path / "gan" / "marker.json", {})  # survives only if the folder is not wiped
+    config.steps = 6
+    with caplog.at_level("INFO", logger="augment"):
+        train.run(config, ingested, tmp_path / "gan")
+    assert "resuming training from step 3 of 6" in caplog.text
+    assert (tmp_path / "gan" / "marker.json").exists()
+    assert (tmp_path / "gan" / "samples" / "step_000006.png").exists()
+    rows = list(csv.DictReader(open(tmp_path / "gan" / "losses.csv")))
+    assert [int(r["step"]) for r in rows] == [3, 6]
+    config.lr_generator = 1e-3  # a different model: start again from scratch in a clean folder
+    train.run(config, ingested, tmp_path / "gan")
+    assert not (tmp_path / "gan" / "marker.json").exists()
+
+
+def test_foreign_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "checkpoint.safetensors"
+    path.write_bytes(b"\x80\x04 this is a pickle, not safetensors")
+    with pytest.raises(AugmentError, match="not a valid safetensors file"):
+        storage.load_tensors(path)
