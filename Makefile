@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+# The stamp names pyproject.toml's hash and this checkout's path: a dependency change reinstalls everything, and
+# a venv reused from another checkout (CI's cache) gets its editable install pointed here.
+STAMP := $(VENV)/.installed-$(shell { cat pyproject.toml; echo $(CURDIR); } | sha256sum | cut -c1-16)
 
 .PHONY: install demo test clean
 
