@@ -12,6 +12,7 @@ from pipeline import config as config_module
 from pipeline import generate, ingest, storage
 from pipeline.evaluate import stage as evaluate
 from pipeline.gan import train
+from flows import versioning
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
@@ -52,7 +53,27 @@ def augment_flow(params: dict, out_dir: str) -> dict:
     train_task(config.train, dirs["ingest"], dirs["gan"])
     generate_task(config.generate, dirs["gan"], dirs["synthetic"])
     metrics = evaluate_task(config.evaluate, dirs["ingest"], dirs["synthetic"], dirs["evaluation"])
+    _publish(metrics, out_dir)
+    return metrics
+
+
+@task(name="dvc-repro", cache_policy=NO_CACHE)
+def dvc_repro_task(stage: str, repo: Path) -> None:
+    versioning.repro_stage(stage, repo)
+
+
+@flow(name="augment-dvc", flow_run_name=_run_name, log_prints=True)
+def augment_dvc_flow(params: dict, repo: str) -> dict:
+    """The same four stages run by `dvc repro` in a DVC project, so dvc.lock records what this run produced."""
+    for stage in versioning.STAGES:
+        dvc_repro_task.with_options(name=stage)(stage, Path(repo))
+    metrics = versioning.read_metrics(Path(repo))
+    _publish(metrics, str(Path(repo) / versioning.DVC_OUT))
+    return metrics
+
+
+def _publish(metrics: dict, out_dir: str) -> None:
+    """The result table as a Prefect artifact, visible on the flow run's page."""
     rows = evaluate.result_rows(metrics)
     table = "\n".join(["| condition | accuracy (%) | runs / interval |", "|---|---|---|"] + [f"| {' | '.join(r)} |" for r in rows])
     create_markdown_artifact(markdown=table, key="augment-result", description=f"augment result for {out_dir}")
-    return metrics

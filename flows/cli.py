@@ -18,7 +18,7 @@ from pipeline.errors import AugmentError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train a class-conditional GAN on a small image folder and measure whether its images help a classifier.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 STAGES = ("ingest", "train", "generate", "evaluate")
 
 ParamsOption = Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read; default: ./params.yaml when present, else built-in defaults.")]
@@ -66,7 +66,7 @@ def _print_result(metrics: dict, out_dir: Path) -> None:
         table.add_column(column)
     for row in result_rows(metrics):
         table.add_row(*row)
-    Console().print(table)
+    Console(width=max(Console().width, 110)).print(table)
     console.print(f"outputs in {out_dir}  (metrics: {out_dir / 'evaluation' / 'metrics.json'})")
 
 
@@ -74,27 +74,53 @@ def _print_result(metrics: dict, out_dir: Path) -> None:
 def run(
     dataset: Annotated[Optional[Path], typer.Option(help="ImageFolder with one sub-folder per class (optionally train/ and test/).")] = None,
     per_class: Annotated[Optional[int], typer.Option(help="Synthetic images to generate per class (generate.per_class).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder; default: runs/<dataset folder name>.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder; default: runs/<dataset folder name> (outputs/ in a DVC project).")] = None,
     params: ParamsOption = None,
     set_: SetOption = None,
+    dvc: Annotated[Optional[bool], typer.Option("--dvc/--no-dvc", help="Run the stages through `dvc repro` so dvc.lock versions them; default: when the current folder is a DVC project.")] = None,
 ) -> None:
     """Run the whole pipeline (ingest, train, generate, evaluate) as a Prefect flow and print the result table."""
-    overrides = list(set_ or [])
+    from flows import versioning
+
+    overrides = []  # shorthands first, so an explicit --set of the same key wins
     if dataset is not None:
         overrides.append(f"ingest.dataset={dataset}")
     if per_class is not None:
         overrides.append(f"generate.per_class={per_class}")
+    overrides += list(set_ or [])
     config = _load_config(params, overrides)
     from pipeline.ingest import scan
 
     scan(config.ingest.dataset)  # fail fast, before a Prefect server starts, on a missing or empty dataset
-    out_dir = out or Path("runs") / Path(config.ingest.dataset).resolve().name
-    from flows.augment import augment_flow
-
+    use_dvc = versioning.is_dvc_project(Path.cwd()) if dvc is None else dvc
+    if use_dvc:
+        _check_dvc_mode(params, out)
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_ShortUserErrors())
-    metrics = augment_flow(params=config.to_dict(), out_dir=str(out_dir))
+    if use_dvc:
+        changed = versioning.write_overrides(Path("params.yaml"), config, overrides)
+        if changed:
+            console.print(f"params.yaml updated: {', '.join(changed)}")
+        from flows.augment import augment_dvc_flow
+
+        metrics, out_dir = augment_dvc_flow(params=config.to_dict(), repo=str(Path.cwd())), versioning.DVC_OUT
+    else:
+        from flows.augment import augment_flow
+
+        out_dir = out or Path("runs") / Path(config.ingest.dataset).resolve().name
+        metrics = augment_flow(params=config.to_dict(), out_dir=str(out_dir))
     _print_result(metrics, out_dir)
+
+
+def _check_dvc_mode(params: Optional[Path], out: Optional[Path]) -> None:
+    from flows import versioning
+
+    if not versioning.is_dvc_project(Path.cwd()):
+        raise AugmentError("--dvc needs the current folder to be a DVC project with dvc.yaml (run `dvc init`)")
+    if out is not None and out.resolve() != versioning.DVC_OUT.resolve():
+        raise AugmentError(f"in a DVC project the stages write to {versioning.DVC_OUT}/ (dvc.yaml); drop --out, or add --no-dvc")
+    if params is not None and params.resolve() != Path("params.yaml").resolve():
+        raise AugmentError("in a DVC project the stages read ./params.yaml (dvc.yaml); drop --params, or add --no-dvc")
 
 
 @app.command()

@@ -13,7 +13,7 @@ from pipeline import storage
 from pipeline.config import GenerateConfig
 from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
-from pipeline.gan.train import build_generator, to_uint8
+from pipeline.gan.networks import build_generator, to_uint8
 from pipeline.progress import logger, track
 
 CLASS_SEED_STRIDE = 1_000_000_000  # seeds of class c are seed + c * stride + i: unique while per_class < stride

@@ -183,9 +183,8 @@ def run(config: IngestConfig, out_dir: str | Path) -> dict:
 
 def _write(out, config, dataset, classes, kept, pixels, labels, is_test, quarantine, has_split) -> dict:
     storage.fresh_dir(out)
-    with storage.atomic_path(out / "arrays.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, train_images=pixels[~is_test], train_labels=labels[~is_test],
-                 test_images=pixels[is_test], test_labels=labels[is_test], classes=np.array(classes))
+    storage.save_arrays(out, train_images=pixels[~is_test], train_labels=labels[~is_test],
+                        test_images=pixels[is_test], test_labels=labels[is_test], classes=np.array(classes))
     rows = [[c.relative, c.label, "test" if t else "train", hashlib.sha256(p.tobytes()).hexdigest()[:16]]
             for c, t, p in zip(kept, is_test, pixels)]
     storage.write_csv(out / "manifest.csv", ["file", "class", "split", "pixel_hash"], rows)
@@ -202,12 +201,3 @@ def _write(out, config, dataset, classes, kept, pixels, labels, is_test, quarant
     if quarantine:
         logger.warning("quarantined %d unreadable file(s); see %s", len(quarantine), out / "quarantine.csv")
     return stats
-
-
-def load_arrays(ingest_dir: str | Path) -> dict[str, np.ndarray]:
-    """Read the array cache written by `run` (no pickle: classes are stored as a unicode array)."""
-    path = Path(ingest_dir) / "arrays.npz"
-    if not path.is_file():
-        raise AugmentError(f"'{path}' does not exist; run the ingest stage first")
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}

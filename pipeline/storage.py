@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -115,3 +116,20 @@ def read_csv_rows(path: str | Path) -> list[list[Any]]:
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))[1:]
     return [[float(v) if "." in v or "e" in v else int(v) for v in row] for row in rows]
+
+
+def save_arrays(folder: str | Path, **arrays: np.ndarray) -> Path:
+    """Write the ingest cache folder/arrays.npz atomically (uncompressed: it loads in milliseconds)."""
+    path = Path(folder) / "arrays.npz"
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    return path
+
+
+def load_arrays(folder: str | Path) -> dict[str, np.ndarray]:
+    """Read the ingest cache (no pickle: class names are stored as a unicode array)."""
+    path = Path(folder) / "arrays.npz"
+    if not path.is_file():
+        raise AugmentError(f"'{path}' does not exist; run the ingest stage first")
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}

@@ -1,45 +1,147 @@
-"""`dvc repro` with the real dvc and git CLIs in a temporary repo holding the project and a tiny dataset."""
+"""The DVC versioning contract, with the real dvc and git CLIs in temporary repos holding the project."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
+import sys
 
+import pytest
 import yaml
 
-from conftest import ROOT, TINY
+from conftest import BIN, ROOT, TINY
+
+STAGES = ("ingest", "train", "generate", "evaluate")
 
 
-def sh(args, cwd, env):
+def sh(args, cwd, env, check=True):
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
+    if check:
+        assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    return result
 
 
-def test_dvc_repro_runs_all_stages_then_is_up_to_date(digits_dir, cli_env, tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    shutil.copytree(ROOT / "pipeline", repo / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    shutil.copytree(digits_dir, repo / "data" / "digits")
+def dvc(args, repo, env):
+    return sh([str(BIN / "dvc"), *args], repo, env).stdout
+
+
+def ran(output):
+    """Stages that `dvc repro` ran (not skipped), from its log."""
+    return [s for s in STAGES if f"Running stage '{s}'" in output]
+
+
+def set_param(repo, dotted, value):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    section, key = dotted.split(".")
+    params[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def hashes(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def make_repo(path, digits_dir, env, track_data=False):
+    """A fresh clone of the project (its pipeline code, dvc.yaml, tiny params) plus a dataset, committed."""
+    path.mkdir()
+    shutil.copytree(ROOT / "pipeline", path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", path / "dvc.yaml")
+    shutil.copytree(digits_dir, path / "data" / "digits")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for override in TINY:
         dotted, value = override.split("=")
         section, key = dotted.split(".")
         params[section][key] = yaml.safe_load(value)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    sh(["git", "init", "-q"], repo, cli_env)
-    sh(["dvc", "init", "-q"], repo, cli_env)
+    (path / "params.yaml").write_text(yaml.safe_dump(params))
+    sh(["git", "init", "-q"], path, env)
+    dvc(["init", "-q"], path, env)
+    if track_data:
+        dvc(["add", "-q", "data/digits"], path, env)
+    sh(["git", "add", "-A"], path, env)
+    sh(["git", "commit", "-qm", "project"], path, env)
+    return path
+
+
+def test_dvc_yaml_lists_exactly_the_code_each_stage_imports():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    modules = {"ingest": "pipeline.ingest", "train": "pipeline.gan.train", "generate": "pipeline.generate",
+               "evaluate": "pipeline.evaluate.stage"}
+    for stage, module in modules.items():
+        probe = ("import importlib, json, os, sys; importlib.import_module(sys.argv[1]); "
+                 "print(json.dumps(sorted(os.path.relpath(m.__file__) for m in list(sys.modules.values()) "
+                 "if getattr(m, '__file__', None) and m.__file__.startswith(os.path.abspath('pipeline')) "
+                 "and not m.__file__.endswith('__init__.py'))))")
+        imported = json.loads(subprocess.run([sys.executable, "-c", probe, module], cwd=ROOT, capture_output=True,
+                                             text=True, check=True).stdout)
+        declared = [d for d in stages[stage]["deps"] if d.startswith("pipeline/")]
+        assert sorted(declared) == imported, stage
+        assert stages[stage]["params"] == [stage]
+        assert stages[stage]["cmd"] == f"augment stage {stage} --out outputs"
+
+
+def test_repro_reruns_only_what_changed_and_versions_everything(digits_dir, cli_env, tmp_path):
+    repo = make_repo(tmp_path / "repo", digits_dir, cli_env)
+    data_before = hashes(repo / "data")
+    assert ran(dvc(["repro"], repo, cli_env)) == list(STAGES)
+    assert "up to date" in dvc(["status"], repo, cli_env)
+    assert hashes(repo / "data") == data_before, "the dataset folder must never be written to"
+    assert json.loads((repo / "outputs" / "evaluation" / "metrics.json").read_text())["n_synthetic"] == 100
+
+    set_param(repo, "generate.per_class", 12)
+    assert ran(dvc(["repro"], repo, cli_env)) == ["generate", "evaluate"]
+    set_param(repo, "train.steps", 4)
+    assert ran(dvc(["repro"], repo, cli_env)) == ["train", "generate", "evaluate"]
+    extra = sorted((repo / "data" / "digits" / "3").iterdir())[0]
+    shutil.copy(extra, extra.with_name("added.png"))
+    assert ran(dvc(["repro"], repo, cli_env)) == list(STAGES)
+    assert "up to date" in dvc(["status"], repo, cli_env)
+
+    # Plots are declared (the HTML page needs internet for its scripts; --json does not).
+    plots = json.loads(dvc(["plots", "show", "--json"], repo, cli_env))
+    assert "outputs/gan/losses.csv" in json.dumps(plots)
+
+    # Experiments: the gain of a variant next to the baseline's.
     sh(["git", "add", "-A"], repo, cli_env)
-    sh(["git", "commit", "-qm", "project"], repo, cli_env)
-    output = sh(["dvc", "repro"], repo, cli_env)
-    for stage in ("ingest", "train", "generate", "evaluate"):
-        assert f"Running stage '{stage}'" in output
+    sh(["git", "commit", "-qm", "baseline"], repo, cli_env)
+    dvc(["exp", "run", "-S", "generate.per_class=15"], repo, cli_env)
+    shown = json.loads(dvc(["exp", "show", "--json"], repo, cli_env))
+    assert "gain" in json.dumps(shown) and "real+synthetic_vs_real" in json.dumps(shown)
+    diff = json.loads(dvc(["metrics", "diff", "--json"], repo, cli_env))
+    changed = diff["outputs/evaluation/metrics.json"]
+    assert changed["n_synthetic"] == {"old": 120, "new": 150, "diff": 30}
+    assert any(key.startswith("gain.real+synthetic_vs_real.mean") for key in changed) or "gain" in json.dumps(changed)
+
+
+def test_push_pull_restores_synthetic_set_and_checkpoint_byte_for_byte(digits_dir, cli_env, tmp_path):
+    repo = make_repo(tmp_path / "repo", digits_dir, cli_env, track_data=True)
+    dvc(["repro"], repo, cli_env)
+    assert "up to date" in dvc(["status"], repo, cli_env)
+    synthetic, gan = hashes(repo / "outputs" / "synthetic"), hashes(repo / "outputs" / "gan")
+    dvc(["remote", "add", "-d", "local", str(tmp_path / "remote")], repo, cli_env)
+    dvc(["push"], repo, cli_env)
+    shutil.rmtree(repo / "outputs")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    dvc(["pull"], repo, cli_env)
+    assert hashes(repo / "outputs" / "synthetic") == synthetic
+    assert hashes(repo / "outputs" / "gan") == gan and "checkpoint.safetensors" in gan
+
+
+def test_augment_run_inside_a_dvc_project_is_versioned(digits_dir, cli_env, tmp_path):
+    repo = make_repo(tmp_path / "repo", digits_dir, cli_env)
+    result = sh([str(BIN / "augment"), "run", "--per-class", "7", "--set", "evaluate.seeds=3"], repo, cli_env)
+    assert "params.yaml updated: generate.per_class=7, evaluate.seeds=3" in result.stderr
+    assert "gain real+synthetic_vs_real" in result.stdout
+    assert "up to date" in dvc(["status"], repo, cli_env)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(lock) == set(STAGES)
+    assert lock["generate"]["params"]["params.yaml"]["generate"]["per_class"] == 7
+    outs = {o["path"]: o for o in lock["generate"]["outs"]}
+    assert outs["outputs/synthetic"]["nfiles"] == 7 * 10 + 2  # images + manifest.csv + config.json
     metrics = json.loads((repo / "outputs" / "evaluation" / "metrics.json").read_text())
-    assert metrics["seeds"] == 2 and metrics["n_synthetic"] == 100
-    assert len(list((repo / "outputs" / "synthetic" / "5").glob("*.png"))) == 10
-    assert "up to date" in sh(["dvc", "status"], repo, cli_env)
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"ingest", "train", "generate", "evaluate"}
-    shown = sh(["dvc", "metrics", "show", "--json"], repo, cli_env)
-    assert "accuracy_mean" in shown
+    assert metrics["seeds"] == 3 and metrics["n_synthetic"] == 70
+    again = sh([str(BIN / "augment"), "run"], repo, cli_env)  # nothing changed: every stage is skipped
+    assert "Running stage" not in again.stdout + again.stderr
+    refused = sh([str(BIN / "augment"), "run", "--out", "elsewhere"], repo, cli_env, check=False)
+    assert refused.returncode == 1 and "add --no-dvc" in refused.stderr

@@ -14,7 +14,7 @@ from pipeline import ingest, storage
 from pipeline.errors import AugmentError
 from pipeline.gan import train
 from pipeline.gan.augment import diff_augment, parse_policy
-from pipeline.gan.networks import Discriminator, Generator
+from pipeline.gan.networks import Discriminator, Generator, build_generator
 
 
 @pytest.mark.parametrize("size, channels", [(16, 1), (28, 1), (32, 3), (64, 3)])
@@ -58,7 +58,7 @@ def test_training_writes_checkpoint_grids_losses_and_exports_ema(ingested, digit
     assert {k.split(".")[0] for k in tensors} == {"G", "D", "G_ema", "opt_g", "opt_d"}
     spec = json.loads((tmp_path / "gan" / "generator.json").read_text())
     assert spec["classes"] == [str(d) for d in range(10)] and spec["train"]["steps"] == 6
-    generator = train.build_generator(spec)
+    generator = build_generator(spec)
     generator.load_state_dict(load_file(str(tmp_path / "gan" / "generator_ema.safetensors")))
 
 

@@ -83,7 +83,7 @@ def test_stats_match_a_paired_t_interval():
 def test_classifier_learns_real_digits(digits_dir, tmp_path):
     config = tiny_config(digits_dir, "evaluate.steps=150")
     ingest.run(config.ingest, tmp_path / "ingest")
-    arrays = ingest.load_arrays(tmp_path / "ingest")
+    arrays = storage.load_arrays(tmp_path / "ingest")
     predicted = train_and_test(config.evaluate, 0, (arrays["train_images"], arrays["train_labels"]),
                                (arrays["test_images"], arrays["test_labels"]), 10, pick_device("cpu"))
     accuracy = float(np.mean(predicted == arrays["test_labels"]))

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import copy_tree, tiny_config
-from pipeline import ingest
+from pipeline import ingest, storage
 from pipeline.errors import AugmentError
 
 
@@ -26,7 +26,7 @@ def test_ingest_digits_split_manifest_and_untouched_input(digits_dir, tmp_path):
     assert stats["channels"] == 1, "all-gray inputs must give one channel"
     assert stats["n_train"] + stats["n_test"] == 200 and stats["n_test"] == 40  # 20% of 20 per class, stratified
     assert all(v == {"train": 16, "test": 4} for v in stats["per_class"].values())
-    arrays = ingest.load_arrays(tmp_path / "ingest")
+    arrays = storage.load_arrays(tmp_path / "ingest")
     assert arrays["train_images"].shape == (160, 1, 16, 16) and arrays["train_images"].dtype == np.uint8
     assert arrays["test_images"].shape == (40, 1, 16, 16)
     assert arrays["train_images"].max() > 200, "digit strokes must survive the resize"
@@ -43,7 +43,7 @@ def test_split_is_seeded(digits_dir, tmp_path):
     ingest.run(config, tmp_path / "b")
     config.split_seed = 1
     ingest.run(config, tmp_path / "c")
-    a, b, c = (ingest.load_arrays(tmp_path / name)["test_images"] for name in "abc")
+    a, b, c = (storage.load_arrays(tmp_path / name)["test_images"] for name in "abc")
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
@@ -87,7 +87,7 @@ def test_color_images_of_mixed_sizes_keep_three_channels(tmp_path):
             pixels[..., hue] = 220
             Image.fromarray(pixels).save(tmp_path / "data" / label / f"{i}.{'jpg' if i % 2 else 'png'}")
     stats = ingest.run(tiny_config(tmp_path / "data").ingest, tmp_path / "ingest")
-    arrays = ingest.load_arrays(tmp_path / "ingest")
+    arrays = storage.load_arrays(tmp_path / "ingest")
     assert stats["channels"] == 3 and arrays["train_images"].shape[1:] == (3, 16, 16)
     red = arrays["train_images"][arrays["train_labels"] == stats["classes"].index("red")]
     assert red[:, 0].mean() > 150 and red[:, 1].mean() < 100

@@ -14,7 +14,6 @@ from pipeline.device import pick_device
 from pipeline.errors import AugmentError
 from pipeline.evaluate.classifier import train_and_test
 from pipeline.evaluate.stats import paired_gain, summarize, verdict
-from pipeline.ingest import load_arrays
 from pipeline.progress import logger, track
 
 CONDITIONS = ("real", "real+synthetic")
@@ -50,7 +49,7 @@ def _accuracies(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> t
 
 def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, out_dir: str | Path) -> dict:
     """Write out_dir/metrics.json (schema in README) and return it."""
-    arrays = load_arrays(ingest_dir)
+    arrays = storage.load_arrays(ingest_dir)
     classes = [str(c) for c in arrays["classes"]]
     real = (arrays["train_images"], arrays["train_labels"])
     test = (arrays["test_images"], arrays["test_labels"])

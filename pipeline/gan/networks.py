@@ -1,6 +1,7 @@
 """Class-conditional generator (conditional BatchNorm) and projection discriminator (spectral norm)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
@@ -91,3 +92,14 @@ class Discriminator(nn.Module):
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = self.features(images).sum(dim=(2, 3))                                         # B x F
         return self.linear(h).squeeze(1) + (self.embed(labels) * h).sum(dim=1)
+
+
+def build_generator(spec: dict) -> Generator:
+    """The generator described by gan/generator.json (the spec written next to its weights)."""
+    return Generator(spec["z_dim"], len(spec["classes"]), spec["channels"], spec["image_size"], spec["width"])
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Generator output in [-1, 1], B x C x H x W float -> B x H x W x C uint8."""
+    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()

@@ -17,29 +17,17 @@ from pipeline.device import autocast, pick_device, prepare_module
 from pipeline.errors import AugmentError
 from pipeline.gan.augment import diff_augment, parse_policy
 from pipeline.gan.losses import discriminator_hinge, generator_hinge
-from pipeline.gan.networks import Discriminator, Generator
-from pipeline.ingest import load_arrays
+from pipeline.gan.networks import Discriminator, build_generator, to_uint8
 from pipeline.progress import logger, track
 
 GRID_COLUMNS = 8
 LOG_EVERY = 50  # steps between loss rows; losses are read back (a host sync) only then
 
 
-def build_generator(spec: dict) -> Generator:
-    """The generator described by gan/generator.json (the spec written next to its weights)."""
-    return Generator(spec["z_dim"], len(spec["classes"]), spec["channels"], spec["image_size"], spec["width"])
-
-
 def _ema_decay(config: TrainConfig, images_seen: int) -> float:
     """Per-step EMA decay from a half-life in kimg, ramped up early so the EMA does not start from noise."""
     halflife_images = min(config.ema_halflife_kimg * 1000, images_seen * 0.05)
     return 0.5 ** (config.batch_size / max(halflife_images, 1e-8)) if halflife_images > 0 else 0.0
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[-1, 1] float B x C x H x W -> uint8 B x H x W x C."""
-    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def save_grid(path: Path, images: torch.Tensor, rows: int) -> None:
@@ -78,7 +66,7 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, prefix: str, tensors: dict
 
 def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dict:
     """Train on ingest_dir's arrays; write gan/ (checkpoint, generator_ema, generator.json, samples, losses.csv)."""
-    arrays = load_arrays(ingest_dir)
+    arrays = storage.load_arrays(ingest_dir)
     classes = [str(c) for c in arrays["classes"]]
     images = torch.from_numpy(arrays["train_images"])                                  # N x C x S x S uint8
     labels = torch.from_numpy(arrays["train_labels"])
