@@ -18,7 +18,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/augment export-digits data/digits
-	$(BIN)/augment run --no-dvc --dataset data/digits --out runs/digits --per-class 500
+	$(BIN)/augment run --no-dvc --dataset data/digits --out runs/digits --per-class 500 --set evaluate.seeds=3
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

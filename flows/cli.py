@@ -19,7 +19,6 @@ from pipeline.errors import AugmentError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train a class-conditional GAN on a small image folder and measure whether its images help a classifier.")
 console = Console(stderr=True, soft_wrap=True)
-STAGES = ("ingest", "train", "generate", "evaluate")
 
 ParamsOption = Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read; default: ./params.yaml when present, else built-in defaults.")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override one key, e.g. --set train.steps=300 (repeatable).")]
@@ -89,7 +88,7 @@ def run(
         overrides.append(f"generate.per_class={per_class}")
     overrides += list(set_ or [])
     config = _load_config(params, overrides)
-    from pipeline.ingest import scan
+    from pipeline.ingest import check_output_location, scan
 
     scan(config.ingest.dataset)  # fail fast, before a Prefect server starts, on a missing or empty dataset
     use_dvc = versioning.is_dvc_project(Path.cwd()) if dvc is None else dvc
@@ -107,8 +106,12 @@ def run(
     else:
         from flows.augment import augment_flow
 
+        from pipeline.storage import output_lock
+
         out_dir = out or Path("runs") / Path(config.ingest.dataset).resolve().name
-        metrics = augment_flow(params=config.to_dict(), out_dir=str(out_dir))
+        check_output_location(config.ingest.dataset, out_dir)
+        with output_lock(out_dir):  # DVC mode needs none: dvc repro holds the repo's own lock
+            metrics = augment_flow(params=config.to_dict(), out_dir=str(out_dir))
     _print_result(metrics, out_dir)
 
 
@@ -131,38 +134,11 @@ def stage(
     set_: SetOption = None,
 ) -> None:
     """Run one stage without Prefect (what dvc.yaml calls); reads its inputs from earlier stages in --out."""
-    if name not in STAGES:
-        raise AugmentError(f"unknown stage '{name}'; choose one of {', '.join(STAGES)}")
-    config = _load_config(params, list(set_ or []))
-    dirs = _stage_dirs(out)
-    from pipeline import storage
+    from flows.stages import run_stage
 
-    if name == "ingest":
-        from pipeline import ingest
-
-        result = ingest.run(config.ingest, dirs["ingest"])
-    elif name == "train":
-        from pipeline.gan import train
-
-        result = train.run(config.train, dirs["ingest"], dirs["gan"])
-    elif name == "generate":
-        from pipeline import generate
-
-        result = generate.run(config.generate, dirs["gan"], dirs["synthetic"])
-    else:
-        from pipeline.evaluate import stage as evaluate
-
-        result = evaluate.run(config.evaluate, dirs["ingest"], dirs["synthetic"], dirs["evaluation"])
+    result = run_stage(name, _load_config(params, list(set_ or [])), out)
+    if name == "evaluate":
         _print_result(result, out)
-        return
-    folder = {"ingest": "ingest", "train": "gan", "generate": "synthetic"}[name]
-    storage.write_json(dirs[folder] / "config.json", config.to_dict())  # evaluation/ holds only its declared metrics
-
-
-def _stage_dirs(out: Path) -> dict[str, Path]:
-    from pipeline.storage import stage_dirs
-
-    return stage_dirs(out)
 
 
 @app.command("export-digits")

@@ -11,7 +11,6 @@ from pipeline.config import Config
 from pipeline.errors import AugmentError
 
 DVC_OUT = Path("outputs")  # the --out every stage command in dvc.yaml uses
-STAGES = ("ingest", "train", "generate", "evaluate")
 
 
 def is_dvc_project(folder: Path) -> bool:

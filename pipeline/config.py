@@ -49,10 +49,12 @@ class GenerateConfig:
 
 @dataclass
 class EvaluateConfig:
-    seeds: int = 3                   # classifier seeds; each condition is trained once per seed
+    seeds: int = 5                   # classifier seeds; each condition is trained once per seed (paired)
     steps: int = 600                 # classifier optimizer steps, the same for every condition
     batch_size: int = 64
     lr: float = 1e-3
+    width: int = 32                  # channels of the classifier's first block; doubled per pooled block
+    augment: str = "affine"          # classical augmentation of the +aug conditions: affine and/or flip
     synthetic_share: float = 0.5     # fraction of each real+synthetic batch drawn from synthetic images
     device: str = "auto"
 
@@ -196,4 +198,8 @@ def validate(config: Config) -> None:
     _check(evaluate.seeds >= 1, f"evaluate.seeds must be at least 1, got {evaluate.seeds}")
     _check(evaluate.steps >= 1 and evaluate.batch_size >= 2, "evaluate.steps must be >= 1 and evaluate.batch_size >= 2")
     _check(evaluate.lr > 0, "evaluate.lr must be positive")
+    _check(evaluate.width >= 4, f"evaluate.width must be at least 4, got {evaluate.width}")
+    classical = {p.strip() for p in evaluate.augment.split(",") if p.strip()}
+    _check(bool(classical) and classical <= {"affine", "flip"},
+           f"evaluate.augment must name affine and/or flip (e.g. 'affine' or 'affine,flip'), got {evaluate.augment!r}")
     _check(0.0 <= evaluate.synthetic_share < 1.0, f"evaluate.synthetic_share must be in [0, 1), got {evaluate.synthetic_share}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,12 @@ def scan(dataset: str | Path) -> tuple[list[Candidate], bool]:
                                    "add images or remove the folder")
             candidates += [Candidate(f, f.relative_to(root).as_posix(), class_dir.name, split) for f in files]
     return candidates, has_split
+
+
+def check_output_location(dataset: str | Path, out_dir: str | Path) -> None:
+    """Refuse an output folder inside the dataset: the tool never writes there."""
+    if Path(out_dir).resolve().is_relative_to(Path(dataset).resolve()):
+        raise AugmentError(f"output folder '{out_dir}' is inside the dataset '{dataset}'; choose an --out outside it")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -133,10 +140,9 @@ def _split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 def run(config: IngestConfig, out_dir: str | Path) -> dict:
     """Ingest `config.dataset` into out_dir (arrays.npz, manifest.csv, quarantine.csv, stats.json); return stats."""
-    out = Path(out_dir)
-    dataset = Path(config.dataset).resolve()
-    if out.resolve().is_relative_to(dataset):
-        raise AugmentError(f"output folder '{out}' is inside the dataset '{dataset}'; choose an --out outside it")
+    out, dataset = Path(out_dir), Path(config.dataset).resolve()
+    check_output_location(dataset, out)
+    start = time.perf_counter()
     candidates, has_split = scan(dataset)
     images, kept, quarantine = [], [], []
     for candidate in track(candidates, len(candidates), "ingest: decoding"):
@@ -178,10 +184,11 @@ def run(config: IngestConfig, out_dir: str | Path) -> dict:
                     100 * config.test_fraction, config.split_seed)
     if not is_test.any():
         raise AugmentError(f"the test folder of '{dataset}' has no readable image; add held-out images to test/")
-    return _write(out, config, dataset, classes, kept, pixels, labels, is_test, quarantine, has_split)
+    return _write(out, config, dataset, classes, kept, pixels, labels, is_test, quarantine, has_split,
+                  time.perf_counter() - start)
 
 
-def _write(out, config, dataset, classes, kept, pixels, labels, is_test, quarantine, has_split) -> dict:
+def _write(out, config, dataset, classes, kept, pixels, labels, is_test, quarantine, has_split, seconds) -> dict:
     storage.fresh_dir(out)
     storage.save_arrays(out, train_images=pixels[~is_test], train_labels=labels[~is_test],
                         test_images=pixels[is_test], test_labels=labels[is_test], classes=np.array(classes))
@@ -196,6 +203,7 @@ def _write(out, config, dataset, classes, kept, pixels, labels, is_test, quarant
         "n_train": int((~is_test).sum()), "n_test": int(is_test.sum()), "n_quarantined": len(quarantine),
         "image_size": config.image_size, "channels": int(pixels.shape[1]),
         "split": "folders" if has_split else f"stratified {config.test_fraction:g} (seed {config.split_seed})",
+        "seconds": round(seconds, 2),
     }
     storage.write_json(out / "stats.json", stats)
     if quarantine:

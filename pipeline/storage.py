@@ -133,3 +133,41 @@ def load_arrays(folder: str | Path) -> dict[str, np.ndarray]:
         raise AugmentError(f"'{path}' does not exist; run the ingest stage first")
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on an output folder for the length of a run; a second run there fails at once.
+    The lock is an OS file lock (released by the kernel if the process dies), so a killed run never blocks."""
+    import fcntl
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".augment.lock"
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise AugmentError(f"output folder '{folder}' is in use by another augment run ({owner}); "
+                           "wait for it to finish or choose another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    try:
+        yield path
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def inside(folder: str | Path, relative: str) -> Path:
+    """folder / relative, refusing names that would escape folder (absolute paths, '..')."""
+    base = Path(folder).resolve()
+    target = (base / relative).resolve()
+    if Path(relative).is_absolute() or not target.is_relative_to(base):
+        raise AugmentError(f"refusing path '{relative}' from a manifest: it points outside '{folder}'")
+    return target

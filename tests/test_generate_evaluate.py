@@ -12,8 +12,11 @@ from scipy import stats as scipy_stats
 from conftest import tiny_config
 from pipeline import generate, ingest, storage
 from pipeline.evaluate import stage as evaluate
-from pipeline.evaluate.classifier import train_and_test
-from pipeline.evaluate.stats import paired_gain, summarize, verdict
+import torch
+
+from pipeline.evaluate import fidelity
+from pipeline.evaluate.classifier import CONDITIONS, classical_augment, predict, train_classifier
+from pipeline.evaluate.stats import paired_gain, summarize, verdict, verdict_note
 from pipeline.device import pick_device
 from pipeline.gan import train
 
@@ -77,6 +80,9 @@ def test_stats_match_a_paired_t_interval():
     assert verdict(paired_gain(baseline, treated)) == "significant loss"
     assert verdict(paired_gain([0.9, 0.8], [0.85, 0.85])) == "no significant difference"
     assert verdict(paired_gain([0.9], [0.8])) == "too few seeds to tell"
+    tight = paired_gain([0.901, 0.902, 0.903, 0.904, 0.905], [0.900, 0.900, 0.900, 0.900, 0.900])
+    assert "too few seeds" not in verdict_note(tight) and 0 < tight["min_detectable_gain"] < 0.01
+    assert "too few seeds" in verdict_note(paired_gain([0.95, 0.90, 0.93], [0.91, 0.93, 0.90]))
     assert summarize([0.5, 0.7])["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
 
 
@@ -84,26 +90,77 @@ def test_classifier_learns_real_digits(digits_dir, tmp_path):
     config = tiny_config(digits_dir, "evaluate.steps=150")
     ingest.run(config.ingest, tmp_path / "ingest")
     arrays = storage.load_arrays(tmp_path / "ingest")
-    predicted = train_and_test(config.evaluate, 0, (arrays["train_images"], arrays["train_labels"]),
-                               (arrays["test_images"], arrays["test_labels"]), 10, pick_device("cpu"))
-    accuracy = float(np.mean(predicted == arrays["test_labels"]))
-    assert accuracy > 0.6, f"a CNN on 160 real digits should beat chance (10%) by far, got {accuracy:.2f}"
+    real = (arrays["train_images"], arrays["train_labels"])
+    for condition in (CONDITIONS[0], CONDITIONS[1]):  # real, real+aug
+        model = train_classifier(config.evaluate, condition, 0, real, None, 10, pick_device("cpu"))
+        accuracy = float(np.mean(predict(model, arrays["test_images"], pick_device("cpu")) == arrays["test_labels"]))
+        assert accuracy > 0.6, f"{condition.name}: a CNN on 160 real digits should beat chance (10%) by far, got {accuracy:.2f}"
 
 
-def test_evaluate_writes_metrics_schema(trained, tmp_path):
+def test_classical_augmentation_moves_pixels_but_keeps_shape():
+    x = torch.zeros(4, 1, 16, 16)
+    x[:, :, 6:10, 6:10] = 1.0
+    y = classical_augment(x, "affine,flip", torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and not torch.allclose(x, y)
+    assert 0.3 < y.sum() / x.sum() < 2.0, "an affine warp keeps roughly the same amount of ink"
+
+
+def test_fidelity_measures_separate_good_from_bad_samples():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(300, 8))
+    same = rng.normal(size=(300, 8))
+    shifted = rng.normal(size=(300, 8)) + 3.0
+    collapsed = np.repeat(rng.normal(size=(1, 8)), 300, axis=0) + rng.normal(scale=0.01, size=(300, 8))
+    good, bad, narrow = (fidelity.manifold_scores(real, f) for f in (same, shifted, collapsed))
+    assert fidelity.frechet_distance(real, same) < 1.0 < fidelity.frechet_distance(real, shifted)
+    assert good["precision"] > 0.8 and good["recall"] > 0.8 and good["coverage"] > 0.8
+    assert bad["precision"] < 0.1 and bad["coverage"] < 0.1
+    assert narrow["recall"] < 0.1, "a collapsed generator reproduces little of the real variety"
+    pixels = rng.integers(0, 255, (50, 1, 8, 8), dtype=np.uint8)
+    copies = fidelity.nearest_real(pixels, np.concatenate([pixels[:5], rng.integers(0, 255, (20, 1, 8, 8), dtype=np.uint8)]))
+    assert copies["suspected_copies"] == 5
+
+
+def test_evaluate_writes_metrics_runs_and_report(trained, tmp_path):
     out, config = trained
     generate.run(config.generate, out / "gan", out / "synthetic")
-    metrics = evaluate.run(config.evaluate, out / "ingest", out / "synthetic", tmp_path / "evaluation")
+    metrics = evaluate.run(config.evaluate, out / "ingest", out / "synthetic", out / "gan", tmp_path / "evaluation")
     assert storage.read_json(tmp_path / "evaluation" / "metrics.json") == metrics
     assert metrics["n_test"] == 40 and metrics["seeds"] == 2 and metrics["n_synthetic"] == 100
-    for name in ("real", "real+synthetic"):
-        condition = metrics["conditions"][name]
-        assert len(condition["accuracy_runs"]) == 2 and all(0 <= a <= 1 for a in condition["accuracy_runs"])
-        assert condition["accuracy_mean"] == pytest.approx(np.mean(condition["accuracy_runs"]))
-    gain = metrics["gain"]["real+synthetic_vs_real"]
+    assert set(metrics["conditions"]) == {"real", "real+aug", "real+synthetic", "real+aug+synthetic", "synthetic"}
+    for name, condition in metrics["conditions"].items():
+        for score in ("accuracy", "balanced_accuracy", "macro_f1"):
+            runs = condition[f"{score}_runs"]
+            assert len(runs) == 2 and all(0 <= a <= 1 for a in runs), (name, score)
+            assert condition[f"{score}_mean"] == pytest.approx(np.mean(runs))
+        assert np.sum(condition["confusion_matrix"]) == 2 * 40
+        assert condition["worst_class_accuracy_mean"] <= min(condition["per_class_accuracy_mean"].values()) + 1e-9
     runs = metrics["conditions"]
-    expected = np.subtract(runs["real+synthetic"]["accuracy_runs"], runs["real"]["accuracy_runs"]).mean()
-    assert gain["mean"] == pytest.approx(expected) and len(gain["ci95"]) == 2
-    assert gain["ci95"][0] <= gain["mean"] <= gain["ci95"][1]
-    rows = evaluate.result_rows(metrics)
-    assert rows[0][0] == "real" and rows[-1][0] == "gain real+synthetic_vs_real"
+    for name, (treated, baseline) in evaluate.GAINS.items():
+        gain = metrics["gain"][name]
+        expected = np.subtract(runs[treated]["accuracy_runs"], runs[baseline]["accuracy_runs"]).mean()
+        assert gain["mean"] == pytest.approx(expected) and gain["ci95"][0] <= gain["mean"] <= gain["ci95"][1]
+        assert gain["verdict"] in ("significant gain", "significant loss", "no significant difference")
+        assert "with 2 seeds" in gain["verdict_note"], "2 seeds can never be trusted to resolve 1 point"
+    fid = metrics["fidelity"]
+    assert fid["frechet_distance"] >= 0 and 0 <= fid["precision"] <= 1 and 0 <= fid["coverage"] <= 1
+    assert set(fid["per_class"]) == {str(d) for d in range(10)}
+    rows = list(csv.DictReader(open(tmp_path / "evaluation" / "runs.csv")))
+    assert len(rows) == 2 * 5
+    page = (tmp_path / "evaluation" / "report.html").read_text()
+    assert page.index("real+synthetic_vs_real: ") < page.index("<h2>Conditions")
+    assert page.count("data:image/png;base64,") >= 5 and "http://" not in page and "https://" not in page
+    table = evaluate.result_rows(metrics)
+    assert table[0][0] == "gain real+synthetic_vs_real" and table[2][0] == "real"
+
+
+def test_an_untrained_generator_cannot_earn_a_significant_gain(digits_dir, tmp_path):
+    """The verdict logic cannot be fooled: noise from a 1-step generator must not look like help."""
+    config = tiny_config(digits_dir, "train.steps=1", "evaluate.seeds=4", "evaluate.steps=120", "ingest.image_size=16")
+    ingest.run(config.ingest, tmp_path / "ingest")
+    train.run(config.train, tmp_path / "ingest", tmp_path / "gan")
+    generate.run(config.generate, tmp_path / "gan", tmp_path / "synthetic")
+    metrics = evaluate.run(config.evaluate, tmp_path / "ingest", tmp_path / "synthetic", tmp_path / "gan", tmp_path / "evaluation")
+    for name, gain in metrics["gain"].items():
+        assert gain["verdict"] in ("significant loss", "no significant difference"), (name, gain)
+    assert metrics["conditions"]["synthetic"]["accuracy_mean"] < 0.5, "noise cannot teach digits"

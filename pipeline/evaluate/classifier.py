@@ -1,5 +1,8 @@
-"""The downstream classifier, and one training run under one condition (real, or real + synthetic)."""
+"""The downstream classifier, classical augmentation, and one training run under one condition."""
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -10,13 +13,31 @@ from pipeline.config import EvaluateConfig
 from pipeline.device import autocast, prepare_module
 
 
-class SmallCNN(nn.Module):
-    """Conv-BN-ReLU blocks, max-pooled while the side is above 7, then global average pooling and a linear head.
-    For 1 x 28 x 28: 32 x 14 x 14 -> 64 x 7 x 7 -> 128 x 7 x 7 -> 128 -> classes."""
+@dataclass(frozen=True)
+class Condition:
+    """What one classifier run trains on: real images, synthetic images or both, with or without classical aug."""
+    name: str
+    real: bool
+    synthetic: bool
+    augment: bool
 
-    def __init__(self, channels: int, num_classes: int, image_size: int):
+
+CONDITIONS = (
+    Condition("real", True, False, False),
+    Condition("real+aug", True, False, True),
+    Condition("real+synthetic", True, True, False),
+    Condition("real+aug+synthetic", True, True, True),
+    Condition("synthetic", False, True, False),  # Classification Accuracy Score: synthetic only, tested on real
+)
+
+
+class SmallCNN(nn.Module):
+    """Conv-BN-ReLU blocks, max-pooled while the side is even and above 7, then global average pooling.
+    For 1 x 28 x 28, width 32: 32 x 14 x 14 -> 64 x 7 x 7 -> 128 x 7 x 7 -> 128 (features) -> classes."""
+
+    def __init__(self, channels: int, num_classes: int, image_size: int, width: int = 16):
         super().__init__()
-        layers, previous, side, width = [], channels, image_size, 32
+        layers, previous, side = [], channels, image_size
         while True:
             layers += [nn.Conv2d(previous, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
             previous = width
@@ -28,52 +49,81 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(previous, num_classes))
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).mean(dim=(2, 3))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean(dim=(2, 3)))
+        return self.head(self.embed(x))
+
+
+def classical_augment(x: torch.Tensor, policy: str, generator: torch.Generator) -> torch.Tensor:
+    """Random affine (±10° rotation, ±10% scale, ±12.5% shift) and, if asked, horizontal flips; batched."""
+    batch = x.shape[0]
+    draw = lambda low, high: torch.rand(batch, generator=generator) * (high - low) + low
+    theta = torch.zeros(batch, 2, 3)
+    if "affine" in policy:
+        angle, scale = draw(-math.pi / 18, math.pi / 18), draw(0.9, 1.1)
+        theta[:, 0, 0], theta[:, 0, 1] = torch.cos(angle) / scale, -torch.sin(angle) / scale
+        theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle) / scale, torch.cos(angle) / scale
+        theta[:, :, 2] = torch.stack([draw(-0.25, 0.25), draw(-0.25, 0.25)], dim=1)  # 2 units span the side
+    else:
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    if "flip" in policy:
+        theta[:, 0, :2] *= torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0)[:, None]
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _to_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 127.5 - 1.0
 
 
-def train_and_test(config: EvaluateConfig, seed: int, real: tuple[np.ndarray, np.ndarray],
-                   test: tuple[np.ndarray, np.ndarray], num_classes: int, device: torch.device,
-                   synthetic: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Train for config.steps steps (batches mix in synthetic images at config.synthetic_share when given);
-    return the predicted class of every test image. No test image influences training or stopping."""
-    torch.manual_seed(seed)  # same seed, same initial weights in every condition (paired comparison)
+def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, real: tuple[np.ndarray, np.ndarray],
+                     synthetic: tuple[np.ndarray, np.ndarray] | None, num_classes: int, device: torch.device) -> SmallCNN:
+    """Train for config.steps steps, whatever the condition; batches mix synthetic images at config.synthetic_share
+    (replacing real ones, so batch size and step count stay equal). Nothing of the test set is used."""
+    torch.manual_seed(seed)  # same seed, same initial weights and real-batch order in every condition (paired)
     real_x, real_y = (torch.from_numpy(a) for a in real)
-    model = prepare_module(SmallCNN(real_x.shape[1], num_classes, real_x.shape[-1]), device)
+    model = prepare_module(SmallCNN(real_x.shape[1], num_classes, real_x.shape[-1], config.width), device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
-    n_synthetic = 0 if synthetic is None else int(round(config.batch_size * config.synthetic_share))
-    real_rng = torch.Generator().manual_seed(seed)
-    synthetic_rng = torch.Generator().manual_seed(seed + 1)
-    if synthetic is not None:
-        syn_x, syn_y = (torch.from_numpy(a) for a in synthetic)
+    n_synthetic = {(True, False): 0, (False, True): config.batch_size,
+                   (True, True): int(round(config.batch_size * config.synthetic_share))}[(condition.real, condition.synthetic)]
+    pools = [(torch.from_numpy(real[0]), torch.from_numpy(real[1]), config.batch_size - n_synthetic, seed)]
+    if n_synthetic:
+        pools.append((torch.from_numpy(synthetic[0]), torch.from_numpy(synthetic[1]), n_synthetic, seed + 1))
+    rngs = [torch.Generator().manual_seed(pool_seed) for *_, pool_seed in pools]
+    augment_rng = torch.Generator().manual_seed(seed + 2)
     model.train()
     for _ in range(config.steps):
-        index = torch.randint(0, len(real_x), (config.batch_size - n_synthetic,), generator=real_rng)
-        x, y = real_x[index], real_y[index]
-        if n_synthetic:
-            pick = torch.randint(0, len(syn_x), (n_synthetic,), generator=synthetic_rng)
-            x, y = torch.cat([x, syn_x[pick]]), torch.cat([y, syn_y[pick]])
-        x, y = _to_float(x).to(device), y.to(device)
+        parts = [(x[i], y[i]) for (x, y, n, _), rng in zip(pools, rngs) if n
+                 for i in [torch.randint(0, len(x), (n,), generator=rng)]]
+        x, y = _to_float(torch.cat([p[0] for p in parts])), torch.cat([p[1] for p in parts])
+        if condition.augment:
+            x = classical_augment(x, config.augment, augment_rng)
+        x, y = x.to(device), y.to(device)
         with autocast(device):
             loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-    return predict(model, test[0], device)
+    return model.eval()
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 512) -> np.ndarray:
-    model.eval()
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        x = _to_float(torch.from_numpy(images[start:start + batch_size])).to(device)
-        with autocast(device):
-            outputs.append(model(x).argmax(dim=1).cpu())
-    return torch.cat(outputs).numpy()
+def predict(model: SmallCNN, images: np.ndarray, device: torch.device, batch_size: int = 1024) -> np.ndarray:
+    """Predicted class of every image."""
+    return np.concatenate([model(_batch(images, s, batch_size, device)).argmax(1).cpu().numpy()
+                           for s in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def embed(model: SmallCNN, images: np.ndarray, device: torch.device, batch_size: int = 1024) -> np.ndarray:
+    """Penultimate-layer features (the space the fidelity measures work in)."""
+    return np.concatenate([model.embed(_batch(images, s, batch_size, device)).float().cpu().numpy()
+                           for s in range(0, len(images), batch_size)])
+
+
+def _batch(images: np.ndarray, start: int, size: int, device: torch.device) -> torch.Tensor:
+    return _to_float(torch.from_numpy(images[start:start + size])).to(device)

@@ -1,23 +1,30 @@
-"""Stage 4: train the classifier on real vs real + synthetic over several seeds; test on held-out real images."""
+"""Stage 4: train the classifier under every condition over several seeds; test on held-out real images only;
+measure the synthetic set's fidelity; write metrics.json, runs.csv and report.html."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
 from pipeline import storage
 from pipeline.config import EvaluateConfig
 from pipeline.device import pick_device
 from pipeline.errors import AugmentError
-from pipeline.evaluate.classifier import train_and_test
-from pipeline.evaluate.stats import paired_gain, summarize, verdict
+from pipeline.evaluate import fidelity
+from pipeline.evaluate.classifier import CONDITIONS, embed, predict, train_classifier
+from pipeline.evaluate.report import write_report
+from pipeline.evaluate.stats import paired_gain, summarize, verdict, verdict_note
 from pipeline.progress import logger, track
 
-CONDITIONS = ("real", "real+synthetic")
-GAINS = {"real+synthetic_vs_real": ("real+synthetic", "real")}
+GAINS = {"real+synthetic_vs_real": ("real+synthetic", "real"),
+         "real+aug+synthetic_vs_real+aug": ("real+aug+synthetic", "real+aug")}
+SCORES = ("accuracy", "balanced_accuracy", "macro_f1")
+FEATURE_CONDITION = "real+aug"  # seed 0's model of this condition defines the fidelity feature space
 
 
 def load_synthetic(synthetic_dir: str | Path, classes: list[str], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +40,7 @@ def load_synthetic(synthetic_dir: str | Path, classes: list[str], shape: tuple[i
         raise AugmentError(f"synthetic classes {unknown} are not in the ingested dataset; regenerate after ingest")
     images = np.empty((len(rows), *shape), dtype=np.uint8)
     for i, row in enumerate(rows):
-        with Image.open(folder / row["file"]) as image:
+        with Image.open(storage.inside(folder, row["file"])) as image:
             pixels = np.asarray(image.convert("L" if shape[0] == 1 else "RGB"))
         if pixels.shape[:2] != shape[1:]:
             raise AugmentError(f"synthetic image '{row['file']}' is {pixels.shape[:2]}, expected {shape[1:]}; regenerate")
@@ -42,56 +49,96 @@ def load_synthetic(synthetic_dir: str | Path, classes: list[str], shape: tuple[i
     return images, labels
 
 
-def _accuracies(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> tuple[float, list[float]]:
-    per_class = [float(np.mean(predicted[truth == c] == c)) if np.any(truth == c) else float("nan") for c in range(num_classes)]
-    return float(np.mean(predicted == truth)), per_class
+def _scores(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> dict:
+    labels = list(range(num_classes))
+    matrix = confusion_matrix(truth, predicted, labels=labels)
+    support = matrix.sum(axis=1)
+    return {
+        "accuracy": float(np.mean(predicted == truth)),
+        "balanced_accuracy": float(balanced_accuracy_score(truth, predicted)),
+        "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)),
+        "per_class": np.divide(np.diag(matrix), support, out=np.full(num_classes, np.nan), where=support > 0),
+        "confusion": matrix,
+    }
 
 
-def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, out_dir: str | Path) -> dict:
-    """Write out_dir/metrics.json (schema in README) and return it."""
+def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, gan_dir: str | Path,
+        out_dir: str | Path) -> dict:
+    """Write out_dir/metrics.json (schema in README), runs.csv and report.html; return the metrics."""
     arrays = storage.load_arrays(ingest_dir)
     classes = [str(c) for c in arrays["classes"]]
     real = (arrays["train_images"], arrays["train_labels"])
     test = (arrays["test_images"], arrays["test_labels"])
     synthetic = load_synthetic(synthetic_dir, classes, real[0].shape[1:])
     device = pick_device(config.device)
-    runs: dict[str, list[float]] = {name: [] for name in CONDITIONS}
-    per_class: dict[str, list[list[float]]] = {name: [] for name in CONDITIONS}
-    jobs = [(seed, name) for seed in range(config.seeds) for name in CONDITIONS]
-    start = time.perf_counter()
-    for seed, name in track(jobs, len(jobs), "evaluate: classifier runs"):
-        predicted = train_and_test(config, seed, real, test, len(classes), device,
-                                   synthetic if name == "real+synthetic" else None)
-        accuracy, class_accuracy = _accuracies(predicted, test[1], len(classes))
-        runs[name].append(accuracy)
-        per_class[name].append(class_accuracy)
-        logger.info("seed %d %-15s accuracy %.4f", seed, name, accuracy)
+    records, feature_model, start = [], None, time.perf_counter()
+    jobs = [(seed, condition) for seed in range(config.seeds) for condition in CONDITIONS]
+    for seed, condition in track(jobs, len(jobs), "evaluate: classifier runs"):
+        clock = time.perf_counter()
+        model = train_classifier(config, condition, seed, real, synthetic, len(classes), device)
+        scores = _scores(predict(model, test[0], device), test[1], len(classes))
+        records.append({"seed": seed, "condition": condition.name, "seconds": time.perf_counter() - clock, **scores})
+        logger.info("seed %d %-18s accuracy %.4f", seed, condition.name, scores["accuracy"])
+        if seed == 0 and condition.name == FEATURE_CONDITION:
+            feature_model = model
     metrics = {
         "n_test": int(len(test[1])), "n_train_real": int(len(real[1])), "n_synthetic": int(len(synthetic[1])),
         "seeds": config.seeds, "classes": classes, "classifier_steps": config.steps,
-        "seconds": round(time.perf_counter() - start, 1), "conditions": {}, "gain": {},
+        "config": dataclasses.asdict(config),
+        "conditions": {c.name: _condition_summary([r for r in records if r["condition"] == c.name], classes) for c in CONDITIONS},
+        "gain": {name: _gain(records, treated, baseline, classes) for name, (treated, baseline) in GAINS.items()},
     }
-    for name in CONDITIONS:
-        summary = summarize(runs[name])
-        metrics["conditions"][name] = {
-            "accuracy_mean": summary["mean"], "accuracy_std": summary["std"], "accuracy_runs": summary["runs"],
-            "per_class_accuracy_mean": dict(zip(classes, np.nanmean(per_class[name], axis=0).round(6).tolist())),
-        }
-    for gain_name, (treated, baseline) in GAINS.items():
-        gain = paired_gain(runs[treated], runs[baseline])
-        metrics["gain"][gain_name] = {**gain, "verdict": verdict(gain)}
-    storage.fresh_dir(out_dir)
-    storage.write_json(Path(out_dir) / "metrics.json", metrics)
+    metrics["fidelity"], copy_distances = _fidelity(feature_model, real, synthetic, classes, device)
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    out = storage.fresh_dir(out_dir)
+    storage.write_json(out / "metrics.json", metrics)
+    storage.write_csv(out / "runs.csv", ["seed", "condition", *SCORES, "seconds"],
+                      [[r["seed"], r["condition"], *(round(r[s], 6) for s in SCORES), round(r["seconds"], 2)] for r in records])
+    write_report(out / "report.html", metrics, real, synthetic, copy_distances, Path(gan_dir), Path(ingest_dir))
     return metrics
 
 
+def _condition_summary(records: list[dict], classes: list[str]) -> dict:
+    summary = {}
+    for score in SCORES:
+        values = summarize([r[score] for r in records])
+        summary.update({f"{score}_mean": values["mean"], f"{score}_std": values["std"], f"{score}_runs": values["runs"]})
+    per_class = np.nanmean([r["per_class"] for r in records], axis=0)
+    summary["per_class_accuracy_mean"] = dict(zip(classes, per_class.round(6).tolist()))
+    summary["worst_class_accuracy_mean"] = float(np.nanmin(per_class))
+    summary["confusion_matrix"] = np.sum([r["confusion"] for r in records], axis=0).tolist()  # summed over seeds
+    return summary
+
+
+def _gain(records: list[dict], treated: str, baseline: str, classes: list[str]) -> dict:
+    pick = lambda name: sorted((r for r in records if r["condition"] == name), key=lambda r: r["seed"])
+    a, b = pick(treated), pick(baseline)
+    gain = paired_gain([r["accuracy"] for r in a], [r["accuracy"] for r in b])
+    per_class = np.nanmean([x["per_class"] - y["per_class"] for x, y in zip(a, b)], axis=0)
+    return {**gain, "verdict": verdict(gain), "verdict_note": verdict_note(gain),
+            "per_class_gain_mean": dict(zip(classes, per_class.round(6).tolist()))}
+
+
+def _fidelity(model, real, synthetic, classes, device) -> tuple[dict, np.ndarray]:
+    """Fidelity of the synthetic set against the real TRAINING images (never the test set); also returns every
+    synthetic image's distance to its nearest real image (for the report's histogram)."""
+    rng = np.random.default_rng(0)
+    keep = np.sort(rng.permutation(len(synthetic[1]))[:fidelity.MAX_SAMPLES])
+    fake_x, fake_y = synthetic[0][keep], synthetic[1][keep]
+    real_x, real_y = real[0][:fidelity.MAX_SAMPLES], real[1][:fidelity.MAX_SAMPLES]
+    report = fidelity.fidelity_report(embed(model, real_x, device), real_y, embed(model, fake_x, device), fake_y, classes)
+    report["feature_space"] = f"penultimate layer of the classifier trained on the real training split ({FEATURE_CONDITION}, seed 0)"
+    report["nearest_real"] = fidelity.nearest_real(real_x, fake_x)
+    return report, np.asarray(report["nearest_real"].pop("distances"))
+
+
 def result_rows(metrics: dict) -> list[list[str]]:
-    """Rows of the human result table: condition, accuracy mean ± std (percent), runs."""
+    """Rows of the human result table: verdicts first, then every condition (accuracy in percent)."""
     rows = []
+    for name, gain in metrics["gain"].items():
+        interval = "n/a" if gain["ci95"] is None else f"[{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]"
+        rows.append([f"gain {name}", f"{100 * gain['mean']:+.2f}", f"{gain['verdict'].upper()}  95% CI {interval}"])
     for name, values in metrics["conditions"].items():
         runs = ", ".join(f"{100 * v:.1f}" for v in values["accuracy_runs"])
         rows.append([name, f"{100 * values['accuracy_mean']:.2f} ± {100 * values['accuracy_std']:.2f}", runs])
-    for name, gain in metrics["gain"].items():
-        interval = "n/a" if gain["ci95"] is None else f"[{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]"
-        rows.append([f"gain {name}", f"{100 * gain['mean']:+.2f}", f"95% CI {interval}: {gain['verdict']}"])
     return rows

@@ -1,10 +1,13 @@
-"""Paired differences between conditions with a 95% t-interval, and a summary of repeated runs."""
+"""Paired differences between conditions: 95% t-interval, smallest detectable gain, and a verdict."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 from scipy import stats
+
+RESOLVE_POINTS = 0.01  # a run "can tell" when its 95% interval is no wider than ±1 accuracy point
+POWER = 0.8
 
 
 def summarize(values: list[float]) -> dict:
@@ -15,17 +18,20 @@ def summarize(values: list[float]) -> dict:
 
 
 def paired_gain(treated: list[float], baseline: list[float], level: float = 0.95) -> dict:
-    """Mean of per-seed differences treated - baseline and its t-interval (None with fewer than 2 seeds)."""
+    """Mean of per-seed differences treated - baseline, its t-interval, and the smallest true gain this many seeds
+    would detect with 80% power at the observed spread (None with fewer than 2 seeds)."""
     diffs = np.asarray(treated, dtype=float) - np.asarray(baseline, dtype=float)
-    mean = float(diffs.mean())
-    if len(diffs) < 2:
-        return {"mean": mean, "ci95": None, "runs": diffs.tolist()}
-    half = float(stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs)))
-    return {"mean": mean, "ci95": [mean - half, mean + half], "runs": diffs.tolist()}
+    mean, n = float(diffs.mean()), len(diffs)
+    if n < 2:
+        return {"mean": mean, "ci95": None, "min_detectable_gain": None, "runs": diffs.tolist()}
+    sem = float(diffs.std(ddof=1) / math.sqrt(n))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sem
+    detectable = (float(stats.t.ppf(0.5 + level / 2, n - 1)) + float(stats.t.ppf(POWER, n - 1))) * sem
+    return {"mean": mean, "ci95": [mean - half, mean + half], "min_detectable_gain": detectable, "runs": diffs.tolist()}
 
 
 def verdict(gain: dict) -> str:
-    """'significant gain', 'significant loss', 'no significant difference' or 'too few seeds to tell'."""
+    """'significant gain', 'significant loss', 'no significant difference' (or 'too few seeds to tell' with one seed)."""
     if gain["ci95"] is None:
         return "too few seeds to tell"
     low, high = gain["ci95"]
@@ -34,3 +40,17 @@ def verdict(gain: dict) -> str:
     if high < 0:
         return "significant loss"
     return "no significant difference"
+
+
+def verdict_note(gain: dict) -> str:
+    """A sentence on what the run could resolve, so 'no significant difference' is never over-read."""
+    if gain["ci95"] is None:
+        return "one classifier seed gives no interval; set evaluate.seeds to 5 or more"
+    half = (gain["ci95"][1] - gain["ci95"][0]) / 2
+    if len(gain["runs"]) < 3:
+        return (f"with {len(gain['runs'])} seeds the interval (±{100 * half:.1f} points) rests on one degree of freedom and "
+                "cannot be trusted to resolve a 1-point gain; set evaluate.seeds to 5 or more")
+    if half > RESOLVE_POINTS:
+        return (f"too few seeds to resolve a 1-point gain: the 95% interval is ±{100 * half:.1f} points and only gains "
+                f"above {100 * gain['min_detectable_gain']:.1f} points would reliably show; raise evaluate.seeds")
+    return f"the 95% interval is ±{100 * half:.1f} points; gains above {100 * gain['min_detectable_gain']:.1f} points would reliably show"

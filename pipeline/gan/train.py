@@ -66,6 +66,7 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, prefix: str, tensors: dict
 
 def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dict:
     """Train on ingest_dir's arrays; write gan/ (checkpoint, generator_ema, generator.json, samples, losses.csv)."""
+    start = time.perf_counter()
     arrays = storage.load_arrays(ingest_dir)
     classes = [str(c) for c in arrays["classes"]]
     images = torch.from_numpy(arrays["train_images"])                                  # N x C x S x S uint8
@@ -134,7 +135,7 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
         if step % config.checkpoint_every == 0 or step == config.steps:
             storage.write_csv(losses_path, ["step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_second"], rows)
             _save_checkpoint(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
-    return _finish(out, spec, rows)
+    return _finish(out, spec, rows, time.perf_counter() - start)
 
 
 def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -185,11 +186,14 @@ def _restore(path: Path, generator, discriminator, ema, opt_g, opt_d) -> int:
     return int(metadata["step"])
 
 
-def _finish(out: Path, spec: dict, rows: list) -> dict:
+def _finish(out: Path, spec: dict, rows: list, seconds: float) -> dict:
     """Export the EMA generator on its own (what generate reads) and return a summary."""
     tensors = storage.load_tensors(out / "checkpoint.safetensors")
     ema_state = {k[len("G_ema."):]: v for k, v in tensors.items() if k.startswith("G_ema.")}
     storage.save_tensors(out / "generator_ema.safetensors", ema_state, {"format": "augment-generator-v1"})
     storage.write_json(out / "generator.json", spec)
     rate = float(np.median([r[-1] for r in rows])) if rows else 0.0
-    return {"steps": spec["train"]["steps"], "images_per_second": rate, "final_losses": rows[-1][1:5] if rows else []}
+    summary = {"steps": spec["train"]["steps"], "images_per_second": rate, "seconds": round(seconds, 1),
+               "final_losses": rows[-1][1:5] if rows else []}
+    storage.write_json(out / "summary.json", summary)
+    return summary

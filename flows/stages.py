@@ -1,0 +1,26 @@
+"""The four stages by name: the one place that maps a stage to its pipeline function and its folders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import generate, ingest, storage
+from pipeline.config import Config
+from pipeline.errors import AugmentError
+from pipeline.evaluate import stage as evaluate
+from pipeline.gan import train
+
+STAGES = ("ingest", "train", "generate", "evaluate")
+
+
+def run_stage(name: str, config: Config, out_dir: str | Path) -> dict:
+    """Run one stage inside out_dir's fixed layout (it reads what earlier stages wrote there)."""
+    dirs = storage.stage_dirs(out_dir)
+    if name == "ingest":
+        return ingest.run(config.ingest, dirs["ingest"])
+    if name == "train":
+        return train.run(config.train, dirs["ingest"], dirs["gan"])
+    if name == "generate":
+        return generate.run(config.generate, dirs["gan"], dirs["synthetic"])
+    if name == "evaluate":
+        return evaluate.run(config.evaluate, dirs["ingest"], dirs["synthetic"], dirs["gan"], dirs["evaluation"])
+    raise AugmentError(f"unknown stage '{name}'; choose one of {', '.join(STAGES)}")

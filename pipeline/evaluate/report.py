@@ -1,0 +1,163 @@
+"""report.html: one self-contained page (PNG plots embedded) that leads with the verdict."""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render to memory
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from pipeline import storage  # noqa: E402
+
+GRID_COLUMNS = 8
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.verdict{font-size:1.5em;padding:.6em 1em;
+margin:.5em 0;border-radius:6px}.gain{background:#d9f2d9}.loss{background:#f8d7d7}.neutral{background:#eee}
+img{max-width:100%;image-rendering:pixelated}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}
+.note{color:#555}"""
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return _img(buffer.getvalue())
+
+
+def _img(data: bytes, alt: str = "plot") -> str:
+    return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _sample_grid(real: tuple[np.ndarray, np.ndarray], synthetic: tuple[np.ndarray, np.ndarray], classes: list[str]) -> str:
+    """One row per class: 8 real training images | gap | 8 synthetic images, upscaled for the eye."""
+    channels, side = real[0].shape[1], real[0].shape[-1]
+    rows = []
+    for index in range(len(classes)):
+        row = []
+        for images, labels in (real, synthetic):
+            chosen = images[labels == index][:GRID_COLUMNS]
+            chosen = np.concatenate([chosen, np.zeros((GRID_COLUMNS - len(chosen), channels, side, side), np.uint8)])
+            row.append(np.concatenate(list(chosen), axis=2))                       # C x S x 8S
+        gap = np.full((channels, side, side // 2), 255, np.uint8)
+        rows.append(np.concatenate([row[0], gap, row[1]], axis=2))
+    grid = np.concatenate(rows, axis=1).transpose(1, 2, 0)                         # H x W x C
+    image = Image.fromarray(grid[..., 0] if channels == 1 else grid)
+    scale = max(1, 48 // side)
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return _img(buffer.getvalue(), "real (left) and synthetic (right) samples, one row per class")
+
+
+def _conditions_plot(metrics: dict) -> str:
+    names = list(metrics["conditions"])
+    means = [100 * metrics["conditions"][n]["accuracy_mean"] for n in names]
+    stds = [100 * metrics["conditions"][n]["accuracy_std"] for n in names]
+    figure, axis = plt.subplots(figsize=(7, 3))
+    axis.barh(names, means, xerr=stds, color="#6a9fd4")
+    for y, name in enumerate(names):
+        axis.scatter([100 * v for v in metrics["conditions"][name]["accuracy_runs"]], [y] * metrics["seeds"], s=8, c="k", zorder=3)
+    axis.set_xlim(max(0, min(means) - 10), 100)
+    axis.set_xlabel("held-out real accuracy (%), mean ± std, dots = seeds")
+    axis.invert_yaxis()
+    return _png(figure)
+
+
+def _per_class_plot(metrics: dict) -> str:
+    classes = metrics["classes"]
+    figure, axis = plt.subplots(figsize=(7, 3))
+    width = 0.4
+    for offset, (name, gain) in zip((-width / 2, width / 2), metrics["gain"].items()):
+        values = [100 * gain["per_class_gain_mean"][c] for c in classes]
+        axis.bar(np.arange(len(classes)) + offset, values, width, label=name)
+    axis.axhline(0, color="k", linewidth=0.8)
+    axis.set_xticks(range(len(classes)), classes, rotation=45 if len(classes) > 12 else 0)
+    axis.set_ylabel("accuracy gain (points)")
+    axis.legend(fontsize=8)
+    return _png(figure)
+
+
+def _loss_plot(gan_dir: Path) -> str:
+    path = gan_dir / "losses.csv"
+    if not path.is_file():
+        return "<p class=note>no losses.csv in the GAN folder</p>"
+    rows = list(csv.DictReader(open(path)))
+    steps = [int(r["step"]) for r in rows]
+    figure, axis = plt.subplots(figsize=(7, 3))
+    for key in ("loss_d", "loss_g", "d_real", "d_fake"):
+        axis.plot(steps, [float(r[key]) for r in rows], label=key)
+    axis.set_xlabel("step")
+    axis.legend(fontsize=8)
+    return _png(figure)
+
+
+def _distance_plot(fidelity: dict, distances: np.ndarray) -> str:
+    figure, axis = plt.subplots(figsize=(7, 2.6))
+    axis.hist(distances, bins=40, color="#d48a6a")
+    axis.axvline(fidelity["nearest_real"]["copy_threshold"], color="k", linestyle="--", label="closest pair of real images")
+    axis.set_xlabel("pixel distance from each synthetic image to its nearest real training image")
+    axis.legend(fontsize=8)
+    return _png(figure)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _verdicts(metrics: dict) -> str:
+    parts = []
+    for name, gain in metrics["gain"].items():
+        kind = {"significant gain": "gain", "significant loss": "loss"}.get(gain["verdict"], "neutral")
+        interval = "" if gain["ci95"] is None else f", 95% CI [{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]"
+        parts.append(f'<div class="verdict {kind}"><b>{html.escape(name)}: {html.escape(gain["verdict"])}</b> '
+                     f'({100 * gain["mean"]:+.2f} points{interval})<br><span class=note>{html.escape(gain["verdict_note"])}</span></div>')
+    return "".join(parts)
+
+
+def write_report(path: Path, metrics: dict, real, synthetic, distances: np.ndarray, gan_dir: Path, ingest_dir: Path) -> Path:
+    """Render the report for one evaluation; every figure is embedded, nothing is loaded from the network."""
+    conditions = [[n, *(f"{100 * v[f'{s}_mean']:.2f} ± {100 * v[f'{s}_std']:.2f}" for s in ("accuracy", "balanced_accuracy", "macro_f1")),
+                   f"{100 * v['worst_class_accuracy_mean']:.1f}"] for n, v in metrics["conditions"].items()]
+    fid = metrics["fidelity"]
+    fidelity_rows = [["all classes", *(f"{fid[k]:.3f}" for k in ("frechet_distance", "precision", "recall", "density", "coverage"))]]
+    fidelity_rows += [[c, *(f"{v[k]:.3f}" for k in ("frechet_distance", "precision", "recall", "density", "coverage"))]
+                      for c, v in fid["per_class"].items()]
+    near = fid["nearest_real"]
+    context = {"ingest": _read(ingest_dir / "stats.json"), "gan": _read(gan_dir / "generator.json"),
+               "gan_training": _read(gan_dir / "summary.json"),
+               "evaluate": metrics["config"], "evaluate_seconds": metrics.get("seconds")}
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>augment report</title><style>{STYLE}</style></head><body>
+<h1>Does the synthetic data help?</h1>{_verdicts(metrics)}
+<p class=note>Classifier trained {metrics['classifier_steps']} steps per run, {metrics['seeds']} seeds per condition (paired: same
+initialisation and real-batch order), tested on {metrics['n_test']} held-out real images that neither the GAN nor
+any choice saw. {metrics['n_train_real']} real training images, {metrics['n_synthetic']} synthetic.</p>
+<h2>Conditions</h2>{_table(["condition", "accuracy %", "balanced accuracy %", "macro-F1 %", "worst class %"], conditions)}
+{_conditions_plot(metrics)}
+<h2>Per-class gains</h2>{_per_class_plot(metrics)}
+<h2>Samples: real (left) and synthetic (right)</h2>{_sample_grid(real, synthetic, metrics['classes'])}
+<h2>Fidelity and diversity</h2><p class=note>In the feature space of {html.escape(fid['feature_space'])}, against the real
+training images. Fréchet distance: lower is closer; precision: share of synthetic images that look real; recall: share
+of the real variety that is reproduced; density/coverage: the same ideas, robust to outliers.</p>
+{_table(["classes", "Fréchet distance", "precision", "recall", "density", "coverage"], fidelity_rows)}
+<p>Nearest-real-image distance: median {near['synthetic_to_real']['q50']:.3f} for synthetic images, {near['real_to_real']['q50']:.3f}
+between real images; <b>{near['suspected_copies']}</b> synthetic images are closer to a real image than any two real images
+are to each other (likely copies).</p>{_distance_plot(fid, distances)}
+<h2>GAN training</h2>{_loss_plot(gan_dir)}
+<h2>Configuration and timings</h2><pre>{html.escape(json.dumps(context, indent=2))}</pre>
+</body></html>"""
+    return storage.write_text(path, page)
+
+
+def _read(path: Path) -> dict:
+    return storage.read_json(path) if path.is_file() else {}
