@@ -12,15 +12,31 @@ from flows import versioning
 from flows.stages import STAGES, run_stage
 from pipeline import config as config_module
 from pipeline import storage
+from pipeline.errors import AugmentError, TransientError
 from pipeline.evaluate.stage import result_rows
 
 
-@task(cache_policy=NO_CACHE)
+def _worth_retrying(task, task_run, state) -> bool:
+    """Retry infrastructure failures, never a user error (a bad image or option fails the same way again)."""
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except AugmentError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+# Stages touch the file system and can fail transiently; a retried stage resumes (training from its checkpoint,
+# generation from the images already written).
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, retry_condition_fn=_worth_retrying)
 def stage_task(name: str, config: config_module.Config, out_dir: str) -> dict:
     return run_stage(name, config, out_dir)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying)
 def dvc_repro_task(name: str, repo: Path) -> None:
     versioning.repro_stage(name, repo)
 

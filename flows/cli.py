@@ -88,9 +88,13 @@ def run(
         overrides.append(f"generate.per_class={per_class}")
     overrides += list(set_ or [])
     config = _load_config(params, overrides)
+    from pipeline.generate import check_disk_space, estimated_bytes
     from pipeline.ingest import check_output_location, scan
 
-    scan(config.ingest.dataset)  # fail fast, before a Prefect server starts, on a missing or empty dataset
+    # Fail fast, before a Prefect server starts and hours before generation, on what can be checked now.
+    candidates, _ = scan(config.ingest.dataset)
+    num_classes = len({c.label for c in candidates})
+    check_disk_space(out or Path("."), estimated_bytes(config.generate.per_class, num_classes, config.ingest.image_size, 3))
     use_dvc = versioning.is_dvc_project(Path.cwd()) if dvc is None else dvc
     if use_dvc:
         _check_dvc_mode(params, out)

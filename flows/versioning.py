@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline import storage
 from pipeline.config import Config
-from pipeline.errors import AugmentError
+from pipeline.errors import AugmentError, TransientError
 
 DVC_OUT = Path("outputs")  # the --out every stage command in dvc.yaml uses
 
@@ -42,9 +42,12 @@ def repro_stage(stage: str, repo: Path) -> None:
     """`dvc repro --single-item STAGE`: runs the stage if its deps or params changed, else skips it."""
     bin_dir = str(Path(sys.executable).parent)  # stage commands call `augment`: find this install's
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=repo, env=env)
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=repo, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    sys.stderr.write(result.stderr)
     if result.returncode != 0:
-        raise AugmentError(f"dvc repro of stage '{stage}' failed (exit code {result.returncode}); its error is printed above")
+        kind = TransientError if "Unable to acquire lock" in result.stderr else AugmentError  # another dvc is busy
+        raise kind(f"dvc repro of stage '{stage}' failed (exit code {result.returncode}); its error is printed above")
 
 
 def read_metrics(repo: Path) -> dict:

@@ -32,7 +32,8 @@ class TrainConfig:
     lr_discriminator: float = 2e-4
     ema_halflife_kimg: float = 5.0   # EMA half-life in thousands of generated images
     augment: str = "translation,cutout"  # DiffAugment policy applied to real and fake before D ("" = none)
-    sample_every: int = 500          # steps between sample grids
+    sample_every: int = 500          # steps between sample grids and quality measurements
+    track_quality: bool = True       # measure the EMA generator's fidelity at every sample grid (gan/quality.csv)
     checkpoint_every: int = 500      # steps between checkpoints
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda

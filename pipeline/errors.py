@@ -3,3 +3,7 @@
 
 class AugmentError(Exception):
     """A user-fixable problem: bad path, bad image set, bad option. The message says what to do."""
+
+
+class TransientError(AugmentError):
+    """A failure that may pass when retried (a busy lock, a flaky file system); orchestrators retry these."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor  # Pillow and file I/O release the GIL
 from pathlib import Path
 
@@ -48,14 +49,34 @@ def _load_generator(gan_dir: Path, device: torch.device) -> tuple[torch.nn.Modul
     return prepare_module(generator.eval(), device), spec, storage.sha256_file(weights_path)
 
 
+def estimated_bytes(per_class: int, num_classes: int, image_size: int, channels: int) -> int:
+    """A generous upper bound on the synthetic set's size: PNG at compress level 1 rarely beats raw pixels on
+    small images, plus file-system overhead per file (one 4 KiB block on most file systems)."""
+    return per_class * num_classes * (image_size * image_size * channels + 4096)
+
+
+def check_disk_space(folder: str | Path, needed: int) -> None:
+    """Fail before writing anything when the file system under folder cannot hold `needed` bytes."""
+    probe = Path(folder).resolve()
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise AugmentError(f"the synthetic images need about {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free "
+                           f"under '{probe}'; lower --per-class or choose another --out")
+
+
 def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path) -> dict:
     """Write out_dir/<class>/<i>.png for every class and out_dir/manifest.csv; return counts."""
     device = pick_device(config.device)
     generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
     out, classes = Path(out_dir), spec["classes"]
+    check_disk_space(out, estimated_bytes(config.per_class, len(classes), spec["image_size"], spec["channels"]))
     state = {"checkpoint": checkpoint, "seed": config.seed}
     resuming = (out / STATE_FILE).is_file() and storage.read_json(out / STATE_FILE) == state
-    if not resuming:
+    if resuming:
+        storage.remove_stale_temp_files(out)
+    else:
         storage.fresh_dir(out)
         storage.write_json(out / STATE_FILE, state)
     jobs = [(c, i) for c in range(len(classes)) for i in range(config.per_class)]

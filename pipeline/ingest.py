@@ -144,6 +144,28 @@ def run(config: IngestConfig, out_dir: str | Path) -> dict:
     check_output_location(dataset, out)
     start = time.perf_counter()
     candidates, has_split = scan(dataset)
+    images, kept, quarantine = _decode_all(candidates, config)
+    classes = _check_classes(dataset, candidates, kept)
+    pixels = _to_channels(np.stack(images), config.channels)                           # N x C x H x W
+    labels = np.array([classes.index(c.label) for c in kept], dtype=np.int64)
+    is_test = np.array([c.split == "test" for c in kept]) if has_split else _auto_split(labels, classes, config)
+    if not is_test.any():
+        raise AugmentError(f"the test folder of '{dataset}' has no readable image; add held-out images to test/")
+    hashes = [hashlib.sha256(p.tobytes()).hexdigest()[:16] for p in pixels]
+    keep = _drop_leaks(kept, hashes, is_test, quarantine)
+    kept, hashes = [c for c, k in zip(kept, keep) if k], [h for h, k in zip(hashes, keep) if k]
+    pixels, labels, is_test = pixels[keep], labels[keep], is_test[keep]
+    for index, label in enumerate(classes):
+        if not np.any((labels == index) & ~is_test):
+            raise AugmentError(f"class '{label}' has no training image left once duplicates of test images are dropped")
+    stats = _write(out, config, dataset, classes, kept, hashes, pixels, labels, is_test, quarantine)
+    stats.update(split="folders" if has_split else f"stratified {config.test_fraction:g} (seed {config.split_seed})",
+                 seconds=round(time.perf_counter() - start, 2))
+    storage.write_json(out / "stats.json", stats)
+    return stats
+
+
+def _decode_all(candidates: list[Candidate], config: IngestConfig) -> tuple[list[np.ndarray], list[Candidate], list[list[str]]]:
     images, kept, quarantine = [], [], []
     for candidate in track(candidates, len(candidates), "ingest: decoding"):
         try:
@@ -153,6 +175,11 @@ def run(config: IngestConfig, out_dir: str | Path) -> dict:
             quarantine.append([candidate.relative, candidate.label, str(error)])
         except PermissionError:
             quarantine.append([candidate.relative, candidate.label, "not readable (permission denied)"])
+    return images, kept, quarantine
+
+
+def _check_classes(dataset: Path, candidates: list[Candidate], kept: list[Candidate]) -> list[str]:
+    """The sorted training class names; every one must have a readable image, and test may add none."""
     classes = sorted({c.label for c in candidates if c.split != "test"})
     readable = {c.label for c in kept if c.split != "test"}
     for label in classes:
@@ -163,37 +190,45 @@ def run(config: IngestConfig, out_dir: str | Path) -> dict:
     unknown = sorted({c.label for c in kept if c.split == "test"} - set(classes))
     if unknown:
         raise AugmentError(f"test classes {unknown} have no training folder; use the same class names in train/ and test/")
+    return classes
 
-    pixels = np.stack(images)                                          # N x H x W x 3
+
+def _to_channels(pixels: np.ndarray, channels: str) -> np.ndarray:
+    """N x H x W x 3 RGB -> N x C x H x W; 'auto' keeps one channel when every image is gray."""
     is_gray = bool(np.all(pixels[..., 0] == pixels[..., 1]) and np.all(pixels[..., 1] == pixels[..., 2]))
-    channels = {"auto": 1 if is_gray else 3, "gray": 1, "rgb": 3}[config.channels]
-    if channels == 1:
-        weights = np.array([0.299, 0.587, 0.114])
-        pixels = np.rint(pixels @ weights).clip(0, 255).astype(np.uint8)[..., None]
-    pixels = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))      # N x C x H x W
-    labels = np.array([classes.index(c.label) for c in kept], dtype=np.int64)
-    if has_split:
-        is_test = np.array([c.split == "test" for c in kept])
-    else:
-        counts = np.bincount(labels, minlength=len(classes))
-        if counts.min() < 2:
-            raise AugmentError(f"class '{classes[int(counts.argmin())]}' has {counts.min()} readable image; "
-                               "an automatic train/test split needs at least 2 per class")
-        is_test = _split(labels, config.test_fraction, config.split_seed)
-        logger.info("no train/ and test/ folders: made a stratified %.0f%% test split (seed %d)",
-                    100 * config.test_fraction, config.split_seed)
-    if not is_test.any():
-        raise AugmentError(f"the test folder of '{dataset}' has no readable image; add held-out images to test/")
-    return _write(out, config, dataset, classes, kept, pixels, labels, is_test, quarantine, has_split,
-                  time.perf_counter() - start)
+    if {"auto": is_gray, "gray": True, "rgb": False}[channels]:
+        pixels = np.rint(pixels @ np.array([0.299, 0.587, 0.114])).clip(0, 255).astype(np.uint8)[..., None]
+    return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
 
 
-def _write(out, config, dataset, classes, kept, pixels, labels, is_test, quarantine, has_split, seconds) -> dict:
+def _auto_split(labels: np.ndarray, classes: list[str], config: IngestConfig) -> np.ndarray:
+    counts = np.bincount(labels, minlength=len(classes))
+    if counts.min() < 2:
+        raise AugmentError(f"class '{classes[int(counts.argmin())]}' has {counts.min()} readable image; "
+                           "an automatic train/test split needs at least 2 per class")
+    logger.info("no train/ and test/ folders: made a stratified %.0f%% test split (seed %d)",
+                100 * config.test_fraction, config.split_seed)
+    return _split(labels, config.test_fraction, config.split_seed)
+
+
+def _drop_leaks(kept: list[Candidate], hashes: list[str], is_test: np.ndarray, quarantine: list[list[str]]) -> np.ndarray:
+    """Training images identical (after decoding) to a test image would leak the test set: drop them, say so."""
+    test_files = {h: c.relative for c, h, t in zip(kept, hashes, is_test) if t}
+    keep = np.ones(len(kept), dtype=bool)
+    for i, (candidate, digest) in enumerate(zip(kept, hashes)):
+        if not is_test[i] and digest in test_files:
+            keep[i] = False
+            quarantine.append([candidate.relative, candidate.label, f"duplicate of test image {test_files[digest]}: dropped from train"])
+    if not keep.all():
+        logger.warning("dropped %d training image(s) identical to a test image (test-set leakage)", int((~keep).sum()))
+    return keep
+
+
+def _write(out, config, dataset, classes, kept, hashes, pixels, labels, is_test, quarantine) -> dict:
     storage.fresh_dir(out)
     storage.save_arrays(out, train_images=pixels[~is_test], train_labels=labels[~is_test],
                         test_images=pixels[is_test], test_labels=labels[is_test], classes=np.array(classes))
-    rows = [[c.relative, c.label, "test" if t else "train", hashlib.sha256(p.tobytes()).hexdigest()[:16]]
-            for c, t, p in zip(kept, is_test, pixels)]
+    rows = [[c.relative, c.label, "test" if t else "train", h] for c, t, h in zip(kept, is_test, hashes)]
     storage.write_csv(out / "manifest.csv", ["file", "class", "split", "pixel_hash"], rows)
     storage.write_csv(out / "quarantine.csv", ["file", "class", "reason"], quarantine)
     per_class = {name: {"train": int(np.sum((labels == i) & ~is_test)), "test": int(np.sum((labels == i) & is_test))}
@@ -202,10 +237,7 @@ def _write(out, config, dataset, classes, kept, pixels, labels, is_test, quarant
         "dataset": str(dataset), "classes": classes, "per_class": per_class,
         "n_train": int((~is_test).sum()), "n_test": int(is_test.sum()), "n_quarantined": len(quarantine),
         "image_size": config.image_size, "channels": int(pixels.shape[1]),
-        "split": "folders" if has_split else f"stratified {config.test_fraction:g} (seed {config.split_seed})",
-        "seconds": round(seconds, 2),
     }
-    storage.write_json(out / "stats.json", stats)
     if quarantine:
         logger.warning("quarantined %d unreadable file(s); see %s", len(quarantine), out / "quarantine.csv")
     return stats

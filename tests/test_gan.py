@@ -53,7 +53,10 @@ def test_training_writes_checkpoint_grids_losses_and_exports_ema(ingested, digit
     with Image.open(grids[-1]) as grid:
         assert grid.size == (8 * 16, 10 * 16)  # 8 fixed-noise columns, one row per class
     rows = list(csv.DictReader(open(tmp_path / "gan" / "losses.csv")))
-    assert [int(r["step"]) for r in rows] == [6] and all(float(r["loss_d"]) >= 0 for r in rows)
+    assert [int(r["step"]) for r in rows] == [3, 6] and all(float(r["loss_d"]) >= 0 for r in rows)
+    quality = list(csv.DictReader(open(tmp_path / "gan" / "quality.csv")))
+    assert [int(r["step"]) for r in quality] == [3, 6]
+    assert all(float(r["frechet_distance"]) > 0 and 0 <= float(r["coverage"]) <= 1 for r in quality)
     tensors = load_file(str(tmp_path / "gan" / "checkpoint.safetensors"))
     assert {k.split(".")[0] for k in tensors} == {"G", "D", "G_ema", "opt_g", "opt_d"}
     spec = json.loads((tmp_path / "gan" / "generator.json").read_text())

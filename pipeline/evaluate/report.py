@@ -100,6 +100,23 @@ def _loss_plot(gan_dir: Path) -> str:
     return _png(figure)
 
 
+def _quality_plot(gan_dir: Path) -> str:
+    path = gan_dir / "quality.csv"
+    if not path.is_file():
+        return "<p class=note>no quality.csv in the GAN folder (train.track_quality is off)</p>"
+    rows = list(csv.DictReader(open(path)))
+    steps = [int(r["step"]) for r in rows]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 2.8))
+    left.plot(steps, [float(r["frechet_distance"]) for r in rows], marker="o")
+    left.set_title("Fréchet distance (lower is closer)", fontsize=9)
+    for key in ("precision", "recall", "density", "coverage"):
+        right.plot(steps, [float(r[key]) for r in rows], marker="o", label=key)
+    right.legend(fontsize=7)
+    for axis in (left, right):
+        axis.set_xlabel("step")
+    return _png(figure)
+
+
 def _distance_plot(fidelity: dict, distances: np.ndarray) -> str:
     figure, axis = plt.subplots(figsize=(7, 2.6))
     axis.hist(distances, bins=40, color="#d48a6a")
@@ -154,6 +171,8 @@ of the real variety that is reproduced; density/coverage: the same ideas, robust
 between real images; <b>{near['suspected_copies']}</b> synthetic images are closer to a real image than any two real images
 are to each other (likely copies).</p>{_distance_plot(fid, distances)}
 <h2>GAN training</h2>{_loss_plot(gan_dir)}
+<p class=note>Fidelity of the EMA generator's samples during training, in the features of a quick classifier trained on
+the real training images:</p>{_quality_plot(gan_dir)}
 <h2>Configuration and timings</h2><pre>{html.escape(json.dumps(context, indent=2))}</pre>
 </body></html>"""
     return storage.write_text(path, page)

@@ -18,6 +18,7 @@ from pipeline.errors import AugmentError
 from pipeline.gan.augment import diff_augment, parse_policy
 from pipeline.gan.losses import discriminator_hinge, generator_hinge
 from pipeline.gan.networks import Discriminator, build_generator, to_uint8
+from pipeline.gan.quality import COLUMNS as QUALITY_COLUMNS, QualityProbe
 from pipeline.progress import logger, track
 
 GRID_COLUMNS = 8
@@ -65,7 +66,8 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, prefix: str, tensors: dict
 
 
 def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dict:
-    """Train on ingest_dir's arrays; write gan/ (checkpoint, generator_ema, generator.json, samples, losses.csv)."""
+    """Train on ingest_dir's arrays; write gan/ (checkpoint, generator_ema, generator.json, samples, losses.csv,
+    quality.csv: the EMA generator's fidelity at every sample grid)."""
     start = time.perf_counter()
     arrays = storage.load_arrays(ingest_dir)
     classes = [str(c) for c in arrays["classes"]]
@@ -77,6 +79,8 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
     resumed = _resumable_step(out, spec)
     if resumed is None:
         storage.fresh_dir(out)
+    else:
+        storage.remove_stale_temp_files(out)
     (out / "samples").mkdir(exist_ok=True)
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
@@ -98,8 +102,11 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
     fixed_labels = torch.arange(len(classes)).repeat_interleave(GRID_COLUMNS).to(device)
     fixed_z = torch.randn(len(fixed_labels), config.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
     images, labels = images.to(device), labels.to(device)
-    losses_path = out / "losses.csv"
+    losses_path, quality_path = out / "losses.csv", out / "quality.csv"
     rows = storage.read_csv_rows(losses_path) if resumed is not None else []
+    probe = QualityProbe(arrays["train_images"], arrays["train_labels"], len(classes), config.z_dim, device) \
+        if config.track_quality else None
+    quality = storage.read_csv_rows(quality_path) if resumed is not None and probe else []
     history, clock = [], time.perf_counter()
     for step in track(range(start_step + 1, config.steps + 1), config.steps - start_step, "train: GAN steps"):
         index = torch.randint(0, len(images), (config.batch_size,), generator=rng).to(device)
@@ -121,7 +128,8 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
         opt_g.step()
         _update_ema(ema, generator, _ema_decay(config, step * config.batch_size))
         history.append(torch.stack([loss_d.detach(), loss_g.detach(), real_scores.detach().mean(), fake_scores.detach().mean()]))
-        if step % LOG_EVERY == 0 or step == config.steps:
+        writes = step % config.sample_every == 0 or step % config.checkpoint_every == 0 or step == config.steps
+        if step % LOG_EVERY == 0 or writes:  # losses are checked before anything is written: no garbage saved
             values = torch.stack(history).float().mean(0).tolist()
             if not all(np.isfinite(values)):
                 raise AugmentError(f"GAN training diverged at step {step} (loss is {values[0]:.3g}); "
@@ -132,8 +140,12 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
         if step % config.sample_every == 0 or step == config.steps:
             with torch.no_grad():
                 save_grid(out / "samples" / f"step_{step:06d}.png", ema(fixed_z, fixed_labels), len(classes))
+            if probe:
+                quality.append([step, *(round(v, 5) for v in probe.measure(ema))])
         if step % config.checkpoint_every == 0 or step == config.steps:
             storage.write_csv(losses_path, ["step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_second"], rows)
+            if probe:
+                storage.write_csv(quality_path, QUALITY_COLUMNS, quality)
             _save_checkpoint(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
     return _finish(out, spec, rows, time.perf_counter() - start)
 
@@ -155,7 +167,7 @@ def _save_checkpoint(out: Path, spec: dict, step: int, generator, discriminator,
     storage.save_tensors(out / "checkpoint.safetensors", tensors, metadata)
 
 
-RESUME_IGNORES = ("steps", "sample_every", "checkpoint_every", "device", "compile")  # may change between runs
+RESUME_IGNORES = ("steps", "sample_every", "checkpoint_every", "device", "compile", "track_quality")  # may change between runs
 
 
 def _same_model(a: dict, b: dict) -> bool:
