@@ -145,3 +145,36 @@ def test_augment_run_inside_a_dvc_project_is_versioned(digits_dir, cli_env, tmp_
     assert "Running stage" not in again.stdout + again.stderr
     refused = sh([str(BIN / "augment"), "run", "--out", "elsewhere"], repo, cli_env, check=False)
     assert refused.returncode == 1 and "add --no-dvc" in refused.stderr
+
+
+def test_a_busy_dvc_lock_is_retried_and_the_run_completes(digits_dir, cli_env, tmp_path):
+    """A transient fault, injected for real: another process holds DVC's repo lock when the run starts."""
+    import threading
+
+    import zc.lockfile
+
+    repo = make_repo(tmp_path / "repo", digits_dir, cli_env)
+    (repo / ".dvc" / "tmp").mkdir(exist_ok=True)
+    held = zc.lockfile.LockFile(str(repo / ".dvc" / "tmp" / "lock"))  # what a concurrent `dvc` command holds
+    run = subprocess.Popen([str(BIN / "augment"), "run"], cwd=repo, env=cli_env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    lines = []
+
+    def read():
+        for line in run.stdout:
+            lines.append(line)
+            if "Unable to acquire lock" in line and held is not None:
+                held.close()  # the other process finishes after the first attempt failed
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        assert run.wait(timeout=600) == 0, "".join(lines)[-3000:]
+    finally:
+        run.kill()
+        reader.join()
+        held.close()
+    output = "".join(lines)
+    assert "Unable to acquire lock" in output and "Retry 1/2" in output
+    assert "gain real+synthetic_vs_real" in output
+    assert "up to date" in dvc(["status"], repo, cli_env)
