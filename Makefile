@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/augment run --no-dvc --dataset data/digits --out runs/digits --per-class 500 --set evaluate.seeds=3
 
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf runs outputs data/digits
