@@ -86,34 +86,20 @@ def _per_class_plot(metrics: dict) -> str:
     return _png(figure)
 
 
-def _loss_plot(gan_dir: Path) -> str:
-    path = gan_dir / "losses.csv"
+def _curves_plot(path: Path, panels: list[tuple[str, list[str]]], missing: str) -> str:
+    """Columns of a per-step CSV as lines against `step`, one panel per (title, columns)."""
     if not path.is_file():
-        return "<p class=note>no losses.csv in the GAN folder</p>"
-    rows = list(csv.DictReader(open(path)))
+        return f"<p class=note>{html.escape(missing)}</p>"
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
     steps = [int(r["step"]) for r in rows]
-    figure, axis = plt.subplots(figsize=(7, 3))
-    for key in ("loss_d", "loss_g", "d_real", "d_fake"):
-        axis.plot(steps, [float(r[key]) for r in rows], label=key)
-    axis.set_xlabel("step")
-    axis.legend(fontsize=8)
-    return _png(figure)
-
-
-def _quality_plot(gan_dir: Path) -> str:
-    path = gan_dir / "quality.csv"
-    if not path.is_file():
-        return "<p class=note>no quality.csv in the GAN folder (train.track_quality is off)</p>"
-    rows = list(csv.DictReader(open(path)))
-    steps = [int(r["step"]) for r in rows]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 2.8))
-    left.plot(steps, [float(r["frechet_distance"]) for r in rows], marker="o")
-    left.set_title("Fréchet distance (lower is closer)", fontsize=9)
-    for key in ("precision", "recall", "density", "coverage"):
-        right.plot(steps, [float(r[key]) for r in rows], marker="o", label=key)
-    right.legend(fontsize=7)
-    for axis in (left, right):
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels) + 2, 2.8), squeeze=False)
+    for axis, (title, keys) in zip(axes[0], panels):
+        for key in keys:
+            axis.plot(steps, [float(r[key]) for r in rows], marker="o" if len(rows) < 30 else None, label=key)
+        axis.set_title(title, fontsize=9)
         axis.set_xlabel("step")
+        axis.legend(fontsize=7)
     return _png(figure)
 
 
@@ -170,9 +156,12 @@ of the real variety that is reproduced; density/coverage: the same ideas, robust
 <p>Nearest-real-image distance: median {near['synthetic_to_real']['q50']:.3f} for synthetic images, {near['real_to_real']['q50']:.3f}
 between real images; <b>{near['suspected_copies']}</b> synthetic images are closer to a real image than any two real images
 are to each other (likely copies).</p>{_distance_plot(fid, distances)}
-<h2>GAN training</h2>{_loss_plot(gan_dir)}
+<h2>GAN training</h2>{_curves_plot(gan_dir / "losses.csv", [("losses", ["loss_d", "loss_g", "d_real", "d_fake"])],
+                                     "no losses.csv in the GAN folder")}
 <p class=note>Fidelity of the EMA generator's samples during training, in the features of a quick classifier trained on
-the real training images:</p>{_quality_plot(gan_dir)}
+the real training images:</p>{_curves_plot(gan_dir / "quality.csv", [("Fréchet distance (lower is closer)", ["frechet_distance"]),
+                                         ("", ["precision", "recall", "density", "coverage"])],
+                                        "no quality.csv in the GAN folder (train.track_quality is off)")}
 <h2>Configuration and timings</h2><pre>{html.escape(json.dumps(context, indent=2))}</pre>
 </body></html>"""
     return storage.write_text(path, page)
