@@ -123,9 +123,11 @@ def _fidelity(model, real, synthetic, classes, device) -> tuple[dict, np.ndarray
     """Fidelity of the synthetic set against the real TRAINING images (never the test set); also returns every
     synthetic image's distance to its nearest real image (for the report's histogram)."""
     rng = np.random.default_rng(0)
-    keep = np.sort(rng.permutation(len(synthetic[1]))[:fidelity.MAX_SAMPLES])
-    fake_x, fake_y = synthetic[0][keep], synthetic[1][keep]
-    real_x, real_y = real[0][:fidelity.MAX_SAMPLES], real[1][:fidelity.MAX_SAMPLES]
+    # Random subsets: the arrays are ordered by class, so a prefix would leave whole classes out.
+    pick = lambda n: np.sort(rng.permutation(n)[:fidelity.MAX_SAMPLES])
+    fake, keep = pick(len(synthetic[1])), pick(len(real[1]))
+    fake_x, fake_y = synthetic[0][fake], synthetic[1][fake]
+    real_x, real_y = real[0][keep], real[1][keep]
     report = fidelity.fidelity_report(embed(model, real_x, device), real_y, embed(model, fake_x, device), fake_y, classes)
     report["feature_space"] = f"penultimate layer of the classifier trained on the real training split ({FEATURE_CONDITION}, seed 0)"
     report["nearest_real"] = fidelity.nearest_real(real_x, fake_x)

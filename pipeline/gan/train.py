@@ -105,7 +105,7 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
     losses_path, quality_path = out / "losses.csv", out / "quality.csv"
     rows = storage.read_csv_rows(losses_path) if resumed is not None else []
     probe = QualityProbe(arrays["train_images"], arrays["train_labels"], len(classes), config.z_dim, device) \
-        if config.track_quality else None
+        if config.track_quality and start_step < config.steps else None  # a finished run only re-exports
     quality = storage.read_csv_rows(quality_path) if resumed is not None and probe else []
     history, clock = [], time.perf_counter()
     for step in track(range(start_step + 1, config.steps + 1), config.steps - start_step, "train: GAN steps"):
@@ -128,8 +128,9 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
         opt_g.step()
         _update_ema(ema, generator, _ema_decay(config, step * config.batch_size))
         history.append(torch.stack([loss_d.detach(), loss_g.detach(), real_scores.detach().mean(), fake_scores.detach().mean()]))
-        writes = step % config.sample_every == 0 or step % config.checkpoint_every == 0 or step == config.steps
-        if step % LOG_EVERY == 0 or writes:  # losses are checked before anything is written: no garbage saved
+        sample_now = step % config.sample_every == 0 or step == config.steps
+        checkpoint_now = step % config.checkpoint_every == 0 or step == config.steps
+        if step % LOG_EVERY == 0 or sample_now or checkpoint_now:  # checked before anything is written: no garbage saved
             values = torch.stack(history).float().mean(0).tolist()
             if not all(np.isfinite(values)):
                 raise AugmentError(f"GAN training diverged at step {step} (loss is {values[0]:.3g}); "
@@ -137,17 +138,17 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
             rate = len(history) * config.batch_size / (time.perf_counter() - clock)
             rows.append([step] + [round(v, 5) for v in values] + [round(rate, 1)])
             history, clock = [], time.perf_counter()
-        if step % config.sample_every == 0 or step == config.steps:
+        if sample_now:
             with torch.no_grad():
                 save_grid(out / "samples" / f"step_{step:06d}.png", ema(fixed_z, fixed_labels), len(classes))
             if probe:
                 quality.append([step, *(round(v, 5) for v in probe.measure(ema))])
-        if step % config.checkpoint_every == 0 or step == config.steps:
+        if checkpoint_now:
             storage.write_csv(losses_path, ["step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_second"], rows)
             if probe:
                 storage.write_csv(quality_path, QUALITY_COLUMNS, quality)
             _save_checkpoint(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
-    return _finish(out, spec, rows, time.perf_counter() - start)
+    return _finish(out, spec, ema, rows, time.perf_counter() - start)
 
 
 def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -198,11 +199,9 @@ def _restore(path: Path, generator, discriminator, ema, opt_g, opt_d) -> int:
     return int(metadata["step"])
 
 
-def _finish(out: Path, spec: dict, rows: list, seconds: float) -> dict:
+def _finish(out: Path, spec: dict, ema: torch.nn.Module, rows: list, seconds: float) -> dict:
     """Export the EMA generator on its own (what generate reads) and return a summary."""
-    tensors = storage.load_tensors(out / "checkpoint.safetensors")
-    ema_state = {k[len("G_ema."):]: v for k, v in tensors.items() if k.startswith("G_ema.")}
-    storage.save_tensors(out / "generator_ema.safetensors", ema_state, {"format": "augment-generator-v1"})
+    storage.save_tensors(out / "generator_ema.safetensors", ema.state_dict(), {"format": "augment-generator-v1"})
     storage.write_json(out / "generator.json", spec)
     rate = float(np.median([r[-1] for r in rows])) if rows else 0.0
     summary = {"steps": spec["train"]["steps"], "images_per_second": rate, "seconds": round(seconds, 1),
