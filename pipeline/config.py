@@ -64,6 +64,8 @@ class EvaluateConfig:
     width: int = 32                  # channels of the classifier's first block; doubled per pooled block
     augment: str = "affine"          # classical augmentation of the +aug conditions: affine and/or flip
     synthetic_share: float = 0.5     # fraction of each real+synthetic batch drawn from synthetic images
+    max_synthetic_per_class: int = 5000  # synthetic images per class read for training (bounds memory; 600 steps
+                                     # of 32 synthetic images draw fewer than 2,000 per class)
     candidate_shares: str = "0.25"   # more shares for real+aug+synthetic (comma-separated; "" = none), tried on
                                      # validation by the recommendation
     device: str = "auto"
@@ -218,6 +220,7 @@ def validate(config: Config) -> None:
     _check(evaluate.seeds >= 1, f"evaluate.seeds must be at least 1, got {evaluate.seeds}")
     _check(evaluate.steps >= 1 and evaluate.batch_size >= 2, "evaluate.steps must be >= 1 and evaluate.batch_size >= 2")
     _check(evaluate.lr > 0, "evaluate.lr must be positive")
+    _check(evaluate.max_synthetic_per_class >= 1, f"evaluate.max_synthetic_per_class must be >= 1, got {evaluate.max_synthetic_per_class}")
     _check(evaluate.width >= 4, f"evaluate.width must be at least 4, got {evaluate.width}")
     classical = {p.strip() for p in evaluate.augment.split(",") if p.strip()}
     _check(bool(classical) and classical <= {"affine", "flip"},

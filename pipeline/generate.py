@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor  # Pillow and file I/O release the GIL
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def check_disk_space(folder: str | Path, needed: int) -> None:
 
 def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path) -> dict:
     """Write out_dir/<class>/<i>.png for every class and out_dir/manifest.csv; return counts."""
+    start = time.perf_counter()
     device = pick_device(config.device)
     generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
     out, classes = Path(out_dir), spec["classes"]
@@ -101,4 +103,7 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path) -> dic
     rows = [[f"{classes[c]}/{names[(c, i)].name}", classes[c], sample_seed(config, c, i), checkpoint] for c, i in jobs]
     storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
     (out / STATE_FILE).unlink()
-    return {"per_class": config.per_class, "classes": classes, "n_images": len(jobs), "checkpoint_sha256": checkpoint}
+    summary = {"per_class": config.per_class, "classes": classes, "n_images": len(jobs), "checkpoint_sha256": checkpoint,
+               "seconds": round(time.perf_counter() - start, 2)}
+    storage.write_json(out / "summary.json", summary)
+    return summary

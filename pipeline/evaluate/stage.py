@@ -28,14 +28,20 @@ SCORES = ("accuracy", "balanced_accuracy", "macro_f1")
 FEATURE_CONDITION = "real+aug"  # seed 0's model of this condition defines the fidelity feature space
 
 
-def load_synthetic(synthetic_dir: str | Path, classes: list[str], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the synthetic set listed in its manifest into N x C x H x W uint8 images and class indices."""
+def load_synthetic(synthetic_dir: str | Path, classes: list[str], shape: tuple[int, ...],
+                   max_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the synthetic set listed in its manifest into N x C x H x W uint8 images and class indices; with
+    max_per_class, only the first that many of each class (memory stays bounded however many were generated)."""
     folder = Path(synthetic_dir)
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
         raise AugmentError(f"'{manifest}' does not exist; run the generate stage first")
     with open(manifest, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        rows, seen = [], {}
+        for row in csv.DictReader(handle):
+            seen[row["class"]] = seen.get(row["class"], 0) + 1
+            if max_per_class is None or seen[row["class"]] <= max_per_class:
+                rows.append(row)
     unknown = sorted({r["class"] for r in rows} - set(classes))
     if unknown:
         raise AugmentError(f"synthetic classes {unknown} are not in the ingested dataset; regenerate after ingest")
@@ -71,7 +77,7 @@ def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Pat
     real = (arrays["train_images"], arrays["train_labels"])
     test = (arrays["test_images"], arrays["test_labels"])
     val = (arrays["val_images"], arrays["val_labels"]) if "val_images" in arrays else (real[0][:0], real[1][:0])
-    synthetic = load_synthetic(synthetic_dir, classes, real[0].shape[1:])
+    synthetic = load_synthetic(synthetic_dir, classes, real[0].shape[1:], config.max_synthetic_per_class)
     device = pick_device(config.device)
     records, feature_model, start = [], None, time.perf_counter()
     conditions = conditions_for(config)
