@@ -186,7 +186,7 @@ def generated_pixels(gan_dir: Path, per_class: int, batch_size: int) -> tuple[np
     from pipeline.config import GenerateConfig
     from pipeline.gan.networks import to_uint8
 
-    config = GenerateConfig(per_class=per_class, batch_size=batch_size, device="cpu")
+    config = GenerateConfig(per_class=per_class, batch_size=batch_size, device="cpu", filter="none")
     generator, spec, _ = generate._load_generator(gan_dir, torch.device("cpu"))
     jobs = [(c, i) for c in range(len(spec["classes"])) for i in range(per_class)]
     parts, noise_seconds, forward_seconds = [], 0.0, 0.0
@@ -209,7 +209,7 @@ def generate_vs_bound(gan_dir: Path, out_dir: Path, per_class: int, processes: i
     from pipeline import generate
     from pipeline.config import GenerateConfig
 
-    config = GenerateConfig(per_class=per_class, device="cpu")
+    config = GenerateConfig(per_class=per_class, device="cpu", filter="none")  # generation + writing alone
     summary = generate.run(config, gan_dir, out_dir)
     ours = summary["n_images"] / summary["seconds"]
     shutil.rmtree(out_dir, ignore_errors=True)
