@@ -38,6 +38,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda
     compile: bool = False            # torch.compile the networks (pays off on CUDA)
+    mode: str = "conditional"        # conditional (one class-conditional model) | per_class (one generator per class)
 
 
 @dataclass
@@ -188,6 +189,7 @@ def validate(config: Config) -> None:
     _check(train.lr_generator > 0 and train.lr_discriminator > 0, "train learning rates must be positive")
     _check(train.ema_halflife_kimg >= 0, "train.ema_halflife_kimg must be >= 0")
     _check(train.sample_every >= 1 and train.checkpoint_every >= 1, "train.sample_every and train.checkpoint_every must be >= 1")
+    _check(train.mode in ("conditional", "per_class"), f"train.mode must be conditional or per_class, got {train.mode!r}")
     known = {"translation", "cutout", "color"}
     policy = {p.strip() for p in train.augment.split(",") if p.strip()}
     _check(policy <= known, f"train.augment has unknown parts {sorted(policy - known)}; use any of {sorted(known)}")

@@ -13,10 +13,10 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
 from pipeline import storage
 from pipeline.config import EvaluateConfig
-from pipeline.device import pick_device
+from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
 from pipeline.evaluate import fidelity
-from pipeline.evaluate.classifier import CONDITIONS, embed, predict, train_classifier
+from pipeline.evaluate.classifier import CONDITIONS, SmallCNN, embed, predict, train_classifier
 from pipeline.evaluate.report import write_report
 from pipeline.evaluate.stats import paired_gain, summarize, verdict, verdict_note
 from pipeline.progress import logger, track
@@ -62,18 +62,18 @@ def _scores(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> dict:
     }
 
 
-def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, gan_dir: str | Path,
-        out_dir: str | Path) -> dict:
-    """Write out_dir/metrics.json (schema in README), runs.csv and report.html; return the metrics."""
+def _load_inputs(ingest_dir: str | Path, synthetic_dir: str | Path) -> tuple[list[str], tuple, tuple, tuple]:
     arrays = storage.load_arrays(ingest_dir)
     classes = [str(c) for c in arrays["classes"]]
     real = (arrays["train_images"], arrays["train_labels"])
     test = (arrays["test_images"], arrays["test_labels"])
-    synthetic = load_synthetic(synthetic_dir, classes, real[0].shape[1:])
-    device = pick_device(config.device)
-    records, feature_model, start = [], None, time.perf_counter()
-    jobs = [(seed, condition) for seed in range(config.seeds) for condition in CONDITIONS]
-    for seed, condition in track(jobs, len(jobs), "evaluate: classifier runs"):
+    return classes, real, test, load_synthetic(synthetic_dir, classes, real[0].shape[1:])
+
+
+def _seed_records(config: EvaluateConfig, seed: int, classes, real, test, synthetic, device) -> tuple[list[dict], object]:
+    """Train and test every condition under one seed; also return seed 0's feature model (else None)."""
+    records, feature_model = [], None
+    for condition in CONDITIONS:
         clock = time.perf_counter()
         model = train_classifier(config, condition, seed, real, synthetic, len(classes), device)
         scores = _scores(predict(model, test[0], device), test[1], len(classes))
@@ -81,6 +81,63 @@ def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Pat
         logger.info("seed %d %-18s accuracy %.4f", seed, condition.name, scores["accuracy"])
         if seed == 0 and condition.name == FEATURE_CONDITION:
             feature_model = model
+    return records, feature_model
+
+
+def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, gan_dir: str | Path,
+        out_dir: str | Path) -> dict:
+    """Write out_dir/metrics.json (schema in README), runs.csv and report.html; return the metrics."""
+    classes, real, test, synthetic = _load_inputs(ingest_dir, synthetic_dir)
+    device = pick_device(config.device)
+    records, feature_model, start = [], None, time.perf_counter()
+    for seed in track(range(config.seeds), config.seeds, "evaluate: classifier seeds"):
+        seed_records, model = _seed_records(config, seed, classes, real, test, synthetic, device)
+        records += seed_records
+        feature_model = model if model is not None else feature_model
+    return _write(config, records, feature_model, (classes, real, test, synthetic), gan_dir, ingest_dir, out_dir, start)
+
+
+SEEDS_FOLDER = "seeds"  # evaluation/seeds/: one seed's rows when seeds fan out; replaced by the aggregated outputs
+
+
+def run_seed(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, out_dir: str | Path, seed: int) -> Path:
+    """One seed's conditions (a unit of fan-out): write out_dir/seeds/<seed>.json (and seed 0's feature model)."""
+    classes, real, test, synthetic = _load_inputs(ingest_dir, synthetic_dir)
+    device = pick_device(config.device)
+    records, model = _seed_records(config, seed, classes, real, test, synthetic, device)
+    folder = Path(out_dir) / SEEDS_FOLDER
+    if model is not None:
+        storage.save_tensors(folder / "feature_model.safetensors", model.state_dict(), {"condition": FEATURE_CONDITION})
+    rows = [{**r, "per_class": r["per_class"].tolist(), "confusion": r["confusion"].tolist()} for r in records]
+    rows = [{**r, "per_class": [None if np.isnan(v) else v for v in r["per_class"]]} for r in rows]  # JSON has no NaN
+    return storage.write_json(folder / f"{seed}.json", {"config": dataclasses.asdict(config), "records": rows})
+
+
+def aggregate(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, gan_dir: str | Path,
+              out_dir: str | Path) -> dict:
+    """Combine the seed files run_seed wrote into the same outputs `run` writes; return the metrics."""
+    start, folder = time.perf_counter(), Path(out_dir) / SEEDS_FOLDER
+    inputs = _load_inputs(ingest_dir, synthetic_dir)
+    records = []
+    for seed in range(config.seeds):
+        path = folder / f"{seed}.json"
+        data = storage.read_json(path) if path.is_file() else None
+        if data is None or data["config"] != dataclasses.asdict(config):
+            raise AugmentError(f"'{path}' is missing or from other evaluate settings; run classifier seed {seed} again")
+        records += [{**r, "per_class": np.array(r["per_class"], dtype=float), "confusion": np.array(r["confusion"])}
+                    for r in data["records"]]
+    classes, real = inputs[0], inputs[1]
+    feature_model = SmallCNN(real[0].shape[1], len(classes), real[0].shape[-1], config.width)
+    feature_model.load_state_dict(storage.load_tensors(folder / "feature_model.safetensors"))
+    device = pick_device(config.device)
+    feature_model = prepare_module(feature_model, device).eval()
+    return _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir, start)
+
+
+def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir, start) -> dict:
+    """Summarise the per-seed records into metrics.json, runs.csv and report.html."""
+    classes, real, test, synthetic = inputs
+    device = pick_device(config.device)
     metrics = {
         "n_test": int(len(test[1])), "n_train_real": int(len(real[1])), "n_synthetic": int(len(synthetic[1])),
         "seeds": config.seeds, "classes": classes, "classifier_steps": config.steps,

@@ -94,8 +94,28 @@ class Discriminator(nn.Module):
         return self.linear(h).squeeze(1) + (self.embed(labels) * h).sum(dim=1)
 
 
+class PerClassGenerator(nn.Module):
+    """One single-class Generator per class behind the conditional interface: sample i comes from generators[labels[i]]."""
+
+    def __init__(self, z_dim: int, num_classes: int, channels: int, image_size: int, width: int):
+        super().__init__()
+        self.generators = nn.ModuleList(Generator(z_dim, 1, channels, image_size, width) for _ in range(num_classes))
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out = None
+        for index, generator in enumerate(self.generators):
+            chosen = (labels == index).nonzero().squeeze(1)
+            if len(chosen):
+                images = generator(z[chosen], torch.zeros_like(chosen))
+                out = z.new_empty(len(z), *images.shape[1:]) if out is None else out
+                out[chosen] = images
+        return out
+
+
 def build_generator(spec: dict) -> Generator:
     """The generator described by gan/generator.json (the spec written next to its weights)."""
+    if spec.get("mode") == "per_class":  # train.mode=per_class merges one generator per class (gan/per_class.py)
+        return PerClassGenerator(spec["z_dim"], len(spec["classes"]), spec["channels"], spec["image_size"], spec["width"])
     return Generator(spec["z_dim"], len(spec["classes"]), spec["channels"], spec["image_size"], spec["width"])
 
 
