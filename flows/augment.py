@@ -2,6 +2,8 @@
 out over the chosen task runner. No computation lives here."""
 from __future__ import annotations
 
+import os
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -47,6 +49,7 @@ def stage_task(name: str, config: config_module.Config, out_dir: str) -> dict:
 @task(**RETRY)
 def train_class_task(config: config_module.TrainConfig, out_dir: str, name: str, torch_threads: Optional[int]) -> dict:
     limit_torch_threads(torch_threads)
+    print(f"training class {name} in process {os.getpid()} on {socket.gethostname()}")  # shows where Dask ran it
     dirs = storage.stage_dirs(out_dir)
     return per_class.train_class(config, dirs["ingest"], dirs["gan"], name)
 

@@ -43,6 +43,6 @@ def limit_torch_threads(threads: Optional[int]) -> None:
 
         torch.set_num_threads(threads)
         try:
-            torch.set_interop_threads(threads)
+            torch.set_num_interop_threads(threads)
         except RuntimeError:  # only settable before the first parallel work in a process; intra-op is what matters
             pass
