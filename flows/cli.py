@@ -162,6 +162,7 @@ def serve(
     from flows.runners import task_runner
     from pipeline.ingest import check_output_location
 
+    deploy.check_cron(cron)
     _, config = _config_with_shorthands(dataset, per_class, params, set_, out)
     task_runner(runner, dask_address, dask_workers, torch_threads)
     check_output_location(config.ingest.dataset, out)
@@ -193,6 +194,7 @@ def deploy_command(
     from flows.runners import task_runner
     from pipeline.ingest import check_output_location
 
+    deploy.check_cron(cron)
     _, config = _config_with_shorthands(dataset, per_class, params, set_, out)
     task_runner(runner, dask_address, dask_workers, torch_threads)
     check_output_location(config.ingest.dataset, out)

@@ -21,7 +21,7 @@ def flow_parameters(config: Config, out_parent: Path, runner: str, dask_address:
             "dask_address": dask_address, "dask_workers": dask_workers, "torch_threads": torch_threads}
 
 
-def _check_cron(cron: str) -> None:
+def check_cron(cron: str) -> None:
     from prefect.client.schemas.schedules import CronSchedule
 
     try:
@@ -36,7 +36,6 @@ def serve(name: str, cron: str, parameters: dict[str, Any]) -> None:
 
     from flows.augment import augment_flow
 
-    _check_cron(cron)
     prefect_serve(augment_flow.to_deployment(name=name, cron=cron, parameters=parameters), print_starting_message=True)
 
 
@@ -50,7 +49,6 @@ def deploy(name: str, cron: str, pool: str, parameters: dict[str, Any]) -> str:
 
     from flows.augment import augment_flow
 
-    _check_cron(cron)
     with get_client(sync_client=True) as client:
         try:
             client.read_work_pool(pool)
