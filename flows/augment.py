@@ -16,7 +16,7 @@ from flows import versioning
 from flows.runners import limit_torch_threads, task_runner
 from flows.stages import STAGES, run_stage
 from pipeline import config as config_module
-from pipeline import storage
+from pipeline import generate, storage
 from pipeline.errors import AugmentError, TransientError
 from pipeline.evaluate import stage as evaluate_stage
 from pipeline.evaluate.stage import result_rows
@@ -61,6 +61,19 @@ def merge_task(config: config_module.TrainConfig, out_dir: str) -> dict:
 
 
 @task(**RETRY)
+def generate_class_task(config: config_module.GenerateConfig, out_dir: str, name: str, torch_threads: Optional[int]) -> dict:
+    limit_torch_threads(torch_threads)
+    dirs = storage.stage_dirs(out_dir)
+    return generate.run_class(config, dirs["gan"], dirs["synthetic"], name)
+
+
+@task(**RETRY)
+def generate_merge_task(config: config_module.GenerateConfig, out_dir: str) -> dict:
+    dirs = storage.stage_dirs(out_dir)
+    return generate.merge_classes(config, dirs["gan"], dirs["synthetic"])
+
+
+@task(**RETRY)
 def evaluate_seed_task(config: config_module.EvaluateConfig, out_dir: str, seed: int, torch_threads: Optional[int]) -> str:
     limit_torch_threads(torch_threads)
     dirs = storage.stage_dirs(out_dir)
@@ -91,19 +104,22 @@ def stages_flow(config: config_module.Config, out_dir: str, torch_threads: Optio
     stage_task.with_options(name="ingest")("ingest", config, out_dir)
     if config.train.mode == "per_class":
         classes = per_class.class_names(storage.stage_dirs(out_dir)["ingest"])
-        trained = [train_class_task.with_options(name=f"train-{name}").submit(config.train, out_dir, name, torch_threads)
-                   for name in classes]
-        for future in trained:  # re-raises a class's failure as itself (a user error stays one line)
-            future.result()
+        _fan_out(train_class_task, "train", classes, config.train, out_dir, torch_threads)
         merge_task.with_options(name="train-merge")(config.train, out_dir)
+        _fan_out(generate_class_task, "generate", classes, config.generate, out_dir, torch_threads)
+        generate_merge_task.with_options(name="generate-merge")(config.generate, out_dir)
     else:
         stage_task.with_options(name="train")("train", config, out_dir)
-    stage_task.with_options(name="generate")("generate", config, out_dir)
-    seeds = [evaluate_seed_task.with_options(name=f"evaluate-seed-{seed}").submit(config.evaluate, out_dir, seed, torch_threads)
-             for seed in range(config.evaluate.seeds)]
-    for future in seeds:
-        future.result()
+        stage_task.with_options(name="generate")("generate", config, out_dir)
+    _fan_out(evaluate_seed_task, "evaluate-seed", list(range(config.evaluate.seeds)), config.evaluate, out_dir, torch_threads)
     return aggregate_task.with_options(name="evaluate-aggregate")(config.evaluate, out_dir)
+
+
+def _fan_out(each, label: str, items: list, section, out_dir: str, torch_threads: Optional[int]) -> list:
+    """Submit one task per item to the task runner, then wait for all; a failure re-raises as itself (a user
+    error stays one line)."""
+    futures = [each.with_options(name=f"{label}-{item}").submit(section, out_dir, item, torch_threads) for item in items]
+    return [future.result() for future in futures]
 
 
 @flow(name="augment", flow_run_name=_run_name, log_prints=True)

@@ -1,6 +1,7 @@
 """Stage 3: write per_class synthetic PNGs per class from the EMA generator, one seed per image."""
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor  # Pillow and file I/O release the GIL
@@ -102,3 +103,50 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path) -> dic
     storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
     (out / STATE_FILE).unlink()
     return {"per_class": config.per_class, "classes": classes, "n_images": len(jobs), "checkpoint_sha256": checkpoint}
+
+
+PARTS = ".parts"  # out_dir/.parts/<class>.csv: one class's manifest rows while classes are generated apart
+
+
+def run_class(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, name: str) -> dict:
+    """One class's images (a unit of fan-out): out_dir/<name>/<i>.png, the same files `run` writes for that class,
+    and its manifest rows in out_dir/.parts/<name>.csv for merge_classes."""
+    device = pick_device(config.device)
+    generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
+    if name not in spec["classes"]:
+        raise AugmentError(f"class '{name}' is not one the generator in '{gan_dir}' was trained on")
+    index, out = spec["classes"].index(name), Path(out_dir)
+    folder = storage.fresh_dir(out / name)
+    seeds = [sample_seed(config, index, i) for i in range(config.per_class)]
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, torch.no_grad():
+        for start in range(0, len(seeds), config.batch_size):
+            batch = seeds[start:start + config.batch_size]
+            labels = torch.full((len(batch),), index, device=device)
+            pixels = to_uint8(generator(noise_for(batch, spec["z_dim"]).to(device), labels))
+            list(pool.map(_write_png, [folder / f"{start + i:06d}.png" for i in range(len(batch))], pixels))
+    rows = [[f"{name}/{i:06d}.png", name, seed, checkpoint] for i, seed in enumerate(seeds)]
+    storage.write_csv(out / PARTS / f"{name}.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
+    return {"class": name, "n_images": len(rows)}
+
+
+def merge_classes(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path) -> dict:
+    """Join the classes run_class wrote into manifest.csv (what evaluate reads); drop anything else in out_dir."""
+    spec = storage.read_json(Path(gan_dir) / "generator.json")
+    checkpoint = storage.sha256_file(Path(gan_dir) / "generator_ema.safetensors")
+    out, rows = Path(out_dir), []
+    for index, name in enumerate(spec["classes"]):
+        part = out / PARTS / f"{name}.csv"
+        if not part.is_file():
+            raise AugmentError(f"class '{name}' has no generated images in '{out}'; generate it first")
+        with open(part, newline="") as handle:
+            part_rows = list(csv.reader(handle))[1:]
+        expected = [str(sample_seed(config, index, i)) for i in range(config.per_class)]
+        if [r[2] for r in part_rows] != expected or any(r[3] != checkpoint for r in part_rows):
+            raise AugmentError(f"'{part}' is from another generate run or generator; generate class '{name}' again")
+        rows += part_rows
+    for stale in out.iterdir():  # an earlier run's classes, state file and the parts themselves
+        if stale.name not in spec["classes"]:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
+    return {"per_class": config.per_class, "classes": spec["classes"], "n_images": len(rows),
+            "checkpoint_sha256": checkpoint}

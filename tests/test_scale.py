@@ -2,6 +2,7 @@
 training on 2 CPU processes with gloo started by torchrun."""
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -52,6 +53,8 @@ def test_per_class_mode_on_a_two_worker_dask_cluster_matches_local_outputs(digit
     assert spec["mode"] == "per_class" and spec == json.loads((local / "gan" / "generator.json").read_text())
     ours, theirs = (load_file(str(d / "gan" / "generator_ema.safetensors")) for d in (dask, local))
     assert ours.keys() == theirs.keys() and all(torch.allclose(ours[k], theirs[k], atol=1e-5) for k in ours)
+    manifests = [[row[:3] for row in csv.reader(open(d / "synthetic" / "manifest.csv"))] for d in (dask, local)]
+    assert manifests[0] == manifests[1] and len(manifests[0]) == 31  # generated per class: the same files and seeds
     metrics = json.loads((dask / "evaluation" / "metrics.json").read_text())
     reference = json.loads((local / "evaluation" / "metrics.json").read_text())
     assert metrics["n_synthetic"] == 30 and metrics["seeds"] == 2 and metrics.keys() == reference.keys()
