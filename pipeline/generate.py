@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor  # Pillow and file I/O release the GIL
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def check_disk_space(folder: str | Path, needed: int) -> None:
 
 def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path) -> dict:
     """Write out_dir/<class>/<i>.png for every class and out_dir/manifest.csv; return counts."""
+    start = time.perf_counter()
     device = pick_device(config.device)
     generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
     out, classes = Path(out_dir), spec["classes"]
@@ -102,7 +104,10 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path) -> dic
     rows = [[f"{classes[c]}/{names[(c, i)].name}", classes[c], sample_seed(config, c, i), checkpoint] for c, i in jobs]
     storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
     (out / STATE_FILE).unlink()
-    return {"per_class": config.per_class, "classes": classes, "n_images": len(jobs), "checkpoint_sha256": checkpoint}
+    summary = {"per_class": config.per_class, "classes": classes, "n_images": len(jobs), "checkpoint_sha256": checkpoint,
+               "seconds": round(time.perf_counter() - start, 2)}
+    storage.write_json(out / "summary.json", summary)
+    return summary
 
 
 PARTS = ".parts"  # out_dir/.parts/<class>.csv: one class's manifest rows while classes are generated apart
@@ -115,7 +120,7 @@ def run_class(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, 
     generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
     if name not in spec["classes"]:
         raise AugmentError(f"class '{name}' is not one the generator in '{gan_dir}' was trained on")
-    index, out = spec["classes"].index(name), Path(out_dir)
+    index, out, start_time = spec["classes"].index(name), Path(out_dir), time.perf_counter()
     folder = storage.fresh_dir(out / name)
     seeds = [sample_seed(config, index, i) for i in range(config.per_class)]
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, torch.no_grad():
@@ -126,14 +131,16 @@ def run_class(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, 
             list(pool.map(_write_png, [folder / f"{start + i:06d}.png" for i in range(len(batch))], pixels))
     rows = [[f"{name}/{i:06d}.png", name, seed, checkpoint] for i, seed in enumerate(seeds)]
     storage.write_csv(out / PARTS / f"{name}.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
-    return {"class": name, "n_images": len(rows)}
+    summary = {"class": name, "n_images": len(rows), "seconds": round(time.perf_counter() - start_time, 2)}
+    storage.write_json(out / PARTS / f"{name}.json", summary)
+    return summary
 
 
 def merge_classes(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path) -> dict:
     """Join the classes run_class wrote into manifest.csv (what evaluate reads); drop anything else in out_dir."""
     spec = storage.read_json(Path(gan_dir) / "generator.json")
     checkpoint = storage.sha256_file(Path(gan_dir) / "generator_ema.safetensors")
-    out, rows = Path(out_dir), []
+    out, rows, seconds = Path(out_dir), [], 0.0
     for index, name in enumerate(spec["classes"]):
         part = out / PARTS / f"{name}.csv"
         if not part.is_file():
@@ -144,9 +151,12 @@ def merge_classes(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Pa
         if [r[2] for r in part_rows] != expected or any(r[3] != checkpoint for r in part_rows):
             raise AugmentError(f"'{part}' is from another generate run or generator; generate class '{name}' again")
         rows += part_rows
+        seconds += storage.read_json(out / PARTS / f"{name}.json")["seconds"]
     for stale in out.iterdir():  # an earlier run's classes, state file and the parts themselves
         if stale.name not in spec["classes"]:
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
-    return {"per_class": config.per_class, "classes": spec["classes"], "n_images": len(rows),
-            "checkpoint_sha256": checkpoint}
+    summary = {"per_class": config.per_class, "classes": spec["classes"], "n_images": len(rows),
+               "checkpoint_sha256": checkpoint, "seconds": round(seconds, 2)}  # summed over the classes' tasks
+    storage.write_json(out / "summary.json", summary)
+    return summary

@@ -16,7 +16,8 @@ from pipeline.config import EvaluateConfig
 from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
 from pipeline.evaluate import fidelity
-from pipeline.evaluate.classifier import CONDITIONS, SmallCNN, embed, predict, train_classifier
+from pipeline.evaluate.classifier import SmallCNN, conditions_for, embed, predict, share_of, train_classifier
+from pipeline.evaluate.recommend import recommend
 from pipeline.evaluate.report import write_report
 from pipeline.evaluate.stats import paired_gain, summarize, verdict, verdict_note
 from pipeline.progress import logger, track
@@ -27,14 +28,20 @@ SCORES = ("accuracy", "balanced_accuracy", "macro_f1")
 FEATURE_CONDITION = "real+aug"  # seed 0's model of this condition defines the fidelity feature space
 
 
-def load_synthetic(synthetic_dir: str | Path, classes: list[str], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the synthetic set listed in its manifest into N x C x H x W uint8 images and class indices."""
+def load_synthetic(synthetic_dir: str | Path, classes: list[str], shape: tuple[int, ...],
+                   max_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the synthetic set listed in its manifest into N x C x H x W uint8 images and class indices; with
+    max_per_class, only the first that many of each class (memory stays bounded however many were generated)."""
     folder = Path(synthetic_dir)
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
         raise AugmentError(f"'{manifest}' does not exist; run the generate stage first")
     with open(manifest, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        rows, seen = [], {}
+        for row in csv.DictReader(handle):
+            seen[row["class"]] = seen.get(row["class"], 0) + 1
+            if max_per_class is None or seen[row["class"]] <= max_per_class:
+                rows.append(row)
     unknown = sorted({r["class"] for r in rows} - set(classes))
     if unknown:
         raise AugmentError(f"synthetic classes {unknown} are not in the ingested dataset; regenerate after ingest")
@@ -62,22 +69,28 @@ def _scores(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> dict:
     }
 
 
-def _load_inputs(ingest_dir: str | Path, synthetic_dir: str | Path) -> tuple[list[str], tuple, tuple, tuple]:
+def _load_inputs(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path) -> tuple:
+    """classes, real, val, test and synthetic (images, labels) pairs."""
     arrays = storage.load_arrays(ingest_dir)
     classes = [str(c) for c in arrays["classes"]]
     real = (arrays["train_images"], arrays["train_labels"])
     test = (arrays["test_images"], arrays["test_labels"])
-    return classes, real, test, load_synthetic(synthetic_dir, classes, real[0].shape[1:])
+    val = (arrays["val_images"], arrays["val_labels"]) if "val_images" in arrays else (real[0][:0], real[1][:0])
+    synthetic = load_synthetic(synthetic_dir, classes, real[0].shape[1:], config.max_synthetic_per_class)
+    return classes, real, val, test, synthetic
 
 
-def _seed_records(config: EvaluateConfig, seed: int, classes, real, test, synthetic, device) -> tuple[list[dict], object]:
+def _seed_records(config: EvaluateConfig, seed: int, inputs: tuple, device) -> tuple[list[dict], object]:
     """Train and test every condition under one seed; also return seed 0's feature model (else None)."""
+    classes, real, val, test, synthetic = inputs
     records, feature_model = [], None
-    for condition in CONDITIONS:
+    for condition in conditions_for(config):
         clock = time.perf_counter()
         model = train_classifier(config, condition, seed, real, synthetic, len(classes), device)
         scores = _scores(predict(model, test[0], device), test[1], len(classes))
-        records.append({"seed": seed, "condition": condition.name, "seconds": time.perf_counter() - clock, **scores})
+        val_correct = predict(model, val[0], device) == val[1] if len(val[1]) else np.zeros(0, dtype=bool)
+        records.append({"seed": seed, "condition": condition.name, "seconds": time.perf_counter() - clock,
+                        "val_correct": val_correct, **scores})
         logger.info("seed %d %-18s accuracy %.4f", seed, condition.name, scores["accuracy"])
         if seed == 0 and condition.name == FEATURE_CONDITION:
             feature_model = model
@@ -87,63 +100,70 @@ def _seed_records(config: EvaluateConfig, seed: int, classes, real, test, synthe
 def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, gan_dir: str | Path,
         out_dir: str | Path) -> dict:
     """Write out_dir/metrics.json (schema in README), runs.csv and report.html; return the metrics."""
-    classes, real, test, synthetic = _load_inputs(ingest_dir, synthetic_dir)
+    inputs = _load_inputs(config, ingest_dir, synthetic_dir)
     device = pick_device(config.device)
     records, feature_model, start = [], None, time.perf_counter()
     for seed in track(range(config.seeds), config.seeds, "evaluate: classifier seeds"):
-        seed_records, model = _seed_records(config, seed, classes, real, test, synthetic, device)
+        seed_records, model = _seed_records(config, seed, inputs, device)
         records += seed_records
         feature_model = model if model is not None else feature_model
-    return _write(config, records, feature_model, (classes, real, test, synthetic), gan_dir, ingest_dir, out_dir, start)
+    return _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir, start)
 
 
 SEEDS_FOLDER = "seeds"  # evaluation/seeds/: one seed's rows when seeds fan out; replaced by the aggregated outputs
+ARRAY_FIELDS = {"per_class": float, "confusion": np.int64, "val_correct": bool}  # numpy fields of a record
 
 
 def run_seed(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, out_dir: str | Path, seed: int) -> Path:
     """One seed's conditions (a unit of fan-out): write out_dir/seeds/<seed>.json (and seed 0's feature model)."""
-    classes, real, test, synthetic = _load_inputs(ingest_dir, synthetic_dir)
-    device = pick_device(config.device)
-    records, model = _seed_records(config, seed, classes, real, test, synthetic, device)
+    records, model = _seed_records(config, seed, _load_inputs(config, ingest_dir, synthetic_dir), pick_device(config.device))
     folder = Path(out_dir) / SEEDS_FOLDER
     if model is not None:
         storage.save_tensors(folder / "feature_model.safetensors", model.state_dict(), {"condition": FEATURE_CONDITION})
-    rows = [{**r, "per_class": r["per_class"].tolist(), "confusion": r["confusion"].tolist()} for r in records]
-    rows = [{**r, "per_class": [None if np.isnan(v) else v for v in r["per_class"]]} for r in rows]  # JSON has no NaN
+    rows = [{**r, **{k: _to_json(r[k]) for k in ARRAY_FIELDS}} for r in records]
     return storage.write_json(folder / f"{seed}.json", {"config": dataclasses.asdict(config), "records": rows})
+
+
+def _to_json(values: np.ndarray) -> list:
+    """A numpy array as nested lists; JSON has no NaN (a class absent from the test set), so None stands for it
+    (np.array(..., dtype=float) reads it back as NaN)."""
+    if values.ndim > 1:
+        return [_to_json(row) for row in values]
+    return [None if np.isnan(v) else v for v in values.astype(float).tolist()]
 
 
 def aggregate(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, gan_dir: str | Path,
               out_dir: str | Path) -> dict:
     """Combine the seed files run_seed wrote into the same outputs `run` writes; return the metrics."""
     start, folder = time.perf_counter(), Path(out_dir) / SEEDS_FOLDER
-    inputs = _load_inputs(ingest_dir, synthetic_dir)
+    inputs = _load_inputs(config, ingest_dir, synthetic_dir)
     records = []
     for seed in range(config.seeds):
         path = folder / f"{seed}.json"
         data = storage.read_json(path) if path.is_file() else None
         if data is None or data["config"] != dataclasses.asdict(config):
             raise AugmentError(f"'{path}' is missing or from other evaluate settings; run classifier seed {seed} again")
-        records += [{**r, "per_class": np.array(r["per_class"], dtype=float), "confusion": np.array(r["confusion"])}
+        records += [{**r, **{k: np.array(r[k], dtype=float).astype(kind) for k, kind in ARRAY_FIELDS.items()}}
                     for r in data["records"]]
     classes, real = inputs[0], inputs[1]
+    device = pick_device(config.device)
     feature_model = SmallCNN(real[0].shape[1], len(classes), real[0].shape[-1], config.width)
     feature_model.load_state_dict(storage.load_tensors(folder / "feature_model.safetensors"))
-    device = pick_device(config.device)
-    feature_model = prepare_module(feature_model, device).eval()
-    return _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir, start)
+    return _write(config, records, prepare_module(feature_model, device).eval(), inputs, gan_dir, ingest_dir, out_dir, start)
 
 
 def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir, start) -> dict:
     """Summarise the per-seed records into metrics.json, runs.csv and report.html."""
-    classes, real, test, synthetic = inputs
-    device = pick_device(config.device)
+    classes, real, val, test, synthetic = inputs
+    device, conditions = pick_device(config.device), conditions_for(config)
     metrics = {
-        "n_test": int(len(test[1])), "n_train_real": int(len(real[1])), "n_synthetic": int(len(synthetic[1])),
+        "n_test": int(len(test[1])), "n_train_real": int(len(real[1])), "n_val": int(len(val[1])),
+        "n_synthetic": int(len(synthetic[1])),
         "seeds": config.seeds, "classes": classes, "classifier_steps": config.steps,
         "config": dataclasses.asdict(config),
-        "conditions": {c.name: _condition_summary([r for r in records if r["condition"] == c.name], classes) for c in CONDITIONS},
+        "conditions": {c.name: _condition_summary([r for r in records if r["condition"] == c.name], classes) for c in conditions},
         "gain": {name: _gain(records, treated, baseline, classes) for name, (treated, baseline) in GAINS.items()},
+        "recommendation": _recommendation(records, conditions, config, classes),
     }
     metrics["fidelity"], copy_distances = _fidelity(feature_model, real, synthetic, classes, device)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
@@ -176,6 +196,23 @@ def _gain(records: list[dict], treated: str, baseline: str, classes: list[str]) 
             "per_class_gain_mean": dict(zip(classes, per_class.round(6).tolist()))}
 
 
+def _recommendation(records: list[dict], conditions, config: EvaluateConfig, classes: list[str]) -> dict:
+    """Chosen on validation among the conditions that train on real images; then its TEST result, reported only."""
+    candidates = [c for c in conditions if c.real]
+    by_seed = lambda name: sorted((r for r in records if r["condition"] == name), key=lambda r: r["seed"])
+    choice = recommend({c.name: np.array([r["val_correct"] for r in by_seed(c.name)], dtype=float) for c in candidates},
+                       {c.name: share_of(c, config) for c in candidates}, {c.name: c.augment for c in candidates})
+    if choice["setting"] is not None:
+        chosen = by_seed(choice["setting"])
+        result = {"setting": choice["setting"], **summarize([r["accuracy"] for r in chosen])}
+        baseline = choice["validation"]["best_without_synthetic"]
+        if choice["use_synthetic"]:
+            result["gain_vs"] = baseline
+            result["gain"] = _gain(records, choice["setting"], baseline, classes)
+        choice["test_result"] = result
+    return choice
+
+
 def _fidelity(model, real, synthetic, classes, device) -> tuple[dict, np.ndarray]:
     """Fidelity of the synthetic set against the real TRAINING images (never the test set); also returns every
     synthetic image's distance to its nearest real image (for the report's histogram)."""
@@ -194,6 +231,12 @@ def _fidelity(model, real, synthetic, classes, device) -> tuple[dict, np.ndarray
 def result_rows(metrics: dict) -> list[list[str]]:
     """Rows of the human result table: verdicts first, then every condition (accuracy in percent)."""
     rows = []
+    choice = metrics.get("recommendation")
+    if choice:
+        result = choice.get("test_result")
+        tested = f"{100 * result['mean']:.2f}" if result else "n/a"
+        advice = "USE synthetic data" if choice["use_synthetic"] else "do NOT use synthetic data"
+        rows.append([f"recommendation: {choice['setting'] or 'none'}", tested, f"{advice} (chosen on validation)"])
     for name, gain in metrics["gain"].items():
         interval = "n/a" if gain["ci95"] is None else f"[{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]"
         rows.append([f"gain {name}", f"{100 * gain['mean']:+.2f}", f"{gain['verdict'].upper()}  95% CI {interval}"])

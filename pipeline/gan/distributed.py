@@ -33,6 +33,8 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path, device
     if not dist.is_initialized():
         raise AugmentError("distributed training needs a process group: start it with torchrun (see README)")
     rank, world_size = dist.get_rank(), dist.get_world_size()
+    if config.mode_seeking or config.keep != "last":
+        raise AugmentError("distributed training supports neither train.mode_seeking nor train.keep=best yet; unset them")
     if config.batch_size % world_size:
         raise AugmentError(f"train.batch_size {config.batch_size} must be divisible by the {world_size} processes")
     start, out = time.perf_counter(), Path(out_dir)
@@ -45,7 +47,8 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path, device
         storage.fresh_dir(out)
     torch.manual_seed(config.seed)  # equal initial weights on every rank (DDP also broadcasts rank 0's at wrap time)
     generator = build_generator(spec).to(device)
-    discriminator = Discriminator(len(classes), spec["channels"], spec["image_size"], config.width).to(device)
+    discriminator = Discriminator(len(classes), spec["channels"], spec["image_size"], config.width,
+                                  config.discriminator_width, config.minibatch_std).to(device)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     ddp_g, ddp_d = DistributedDataParallel(generator), DistributedDataParallel(discriminator)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=(0.0, 0.99))

@@ -26,6 +26,11 @@ def class_names(ingest_dir: str | Path) -> list[str]:
     return [str(c) for c in storage.load_arrays(ingest_dir)["classes"]]
 
 
+def _one_class_overrides(config: TrainConfig, index: int) -> dict:
+    """A class's own seed; no quality tracking (nor keep=best, which picks by it): one class gives no measure."""
+    return {"track_quality": False, "keep": "last", "seed": config.seed + index}
+
+
 def train_class(config: TrainConfig, ingest_dir: str | Path, gan_dir: str | Path, name: str) -> dict:
     """Train class `name`'s own generator on that class's training images only, into gan_dir/per_class/<name>/."""
     arrays = storage.load_arrays(ingest_dir)
@@ -39,7 +44,7 @@ def train_class(config: TrainConfig, ingest_dir: str | Path, gan_dir: str | Path
     storage.save_arrays(subset, train_images=arrays["train_images"][keep],
                         train_labels=np.zeros(int(keep.sum()), dtype=arrays["train_labels"].dtype), classes=np.array([name]))
     # A one-class quality probe measures nothing (its classifier has one answer): quality is measured on the merged model.
-    one_class = dataclasses.replace(config, track_quality=False, seed=config.seed + index)
+    one_class = dataclasses.replace(config, **_one_class_overrides(config, index))
     try:
         return train.run(one_class, subset, Path(gan_dir) / FOLDER / name)
     finally:
@@ -57,7 +62,7 @@ def merge(config: TrainConfig, ingest_dir: str | Path, gan_dir: str | Path) -> d
         if not (folder / "generator_ema.safetensors").is_file():
             raise AugmentError(f"class '{name}' has no trained generator in '{folder}'; run its training first")
         spec = storage.read_json(folder / "generator.json")
-        expected = dict(dataclasses.asdict(config), track_quality=False, seed=config.seed + index)
+        expected = dict(dataclasses.asdict(config), **_one_class_overrides(config, index))
         if spec["train"] != expected:
             raise AugmentError(f"'{folder}' was trained with other train settings; train class '{name}' again")
         tensors.update({f"generators.{index}.{k}": v for k, v in storage.load_tensors(folder / "generator_ema.safetensors").items()})
