@@ -18,6 +18,10 @@ from pipeline.gan.networks import build_generator
 from test_cli import augment, tiny_sets
 
 
+# Orchestration, not quality, is under test: no quality probe, short classifier runs (2 seeds, so they fan out too).
+FAST = ["train.mode=per_class", "train.track_quality=false", "evaluate.steps=10"]
+
+
 def files(folder):
     """Relative paths of the outputs, without the run's own bookkeeping (config.json and the lock of `augment run`)."""
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"config.json", ".augment.lock"}
@@ -36,19 +40,19 @@ def test_per_class_mode_on_a_two_worker_dask_cluster_matches_local_outputs(digit
     torch.set_num_threads(1)  # the Dask workers run with 1 thread: same arithmetic, so the same weights
     try:
         for name in STAGES:  # the local, sequential path (`augment stage`, dvc repro)
-            run_stage(name, tiny_config(data, "train.mode=per_class"), local)
+            run_stage(name, tiny_config(data, *FAST), local)
     finally:
         torch.set_num_threads(threads)
     dask = tmp_path / "dask"
     args = ["run", "--dataset", str(data), "--per-class", "10", "--out", str(dask), *tiny_sets(),
-            "--set", "train.mode=per_class", "--runner", "dask", "--dask-workers", "2"]
+            *(item for override in FAST for item in ("--set", override)), "--runner", "dask", "--dask-workers", "2"]
     result = augment(args, {**prefect_server, "OMP_NUM_THREADS": "1"}, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     workers = set(re.findall(r"training class \S+ in process (\d+)", result.stderr + result.stdout))
     assert len(workers) == 2, f"the 3 classes should spread over both Dask workers, saw processes {workers}"
     assert files(dask) == files(local)
     assert {f"gan/per_class/{c}/checkpoint.safetensors" for c in "012"} <= files(dask)
-    assert {"gan/generator_ema.safetensors", "gan/quality.csv", "synthetic/manifest.csv", "evaluation/report.html"} <= files(dask)
+    assert {"gan/generator_ema.safetensors", "gan/losses.csv", "synthetic/manifest.csv", "evaluation/report.html"} <= files(dask)
     spec = json.loads((dask / "gan" / "generator.json").read_text())
     assert spec["mode"] == "per_class" and spec == json.loads((local / "gan" / "generator.json").read_text())
     ours, theirs = (load_file(str(d / "gan" / "generator_ema.safetensors")) for d in (dask, local))
