@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -46,21 +47,86 @@ def child_env(threads: int, work: Path) -> dict:
 
 
 def run_augment(arguments: list[str], work: Path, log_path: Path, threads: int) -> dict:
-    """Run `augment ...` in `work` (no params.yaml there: built-in defaults); wall time and the child's peak RSS.
-    The peak comes from wait4 on this one child, so earlier children of the benchmark do not leak into it."""
+    """Run `augment ...` in `work` (no params.yaml there: built-in defaults): wall time, where it went, and peak RSS.
+    The peak comes from wait4 on this one child (earlier children of the benchmark do not leak into it); a sampler
+    of the child's own VmRSS (every 0.25 s) tells in which stage the peak falls."""
     command = [str(Path(sys.executable).with_name("augment")), *arguments]
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    load_before, clock = os.getloadavg(), time.perf_counter()
+    load_before, clock, started = os.getloadavg(), time.perf_counter(), time.time()
+    samples, stop = [], threading.Event()
     with open(log_path, "w") as log:
         child = subprocess.Popen(command, cwd=work, env=child_env(threads, work), stdout=log, stderr=subprocess.STDOUT)
+        sampler = threading.Thread(target=_sample_rss, args=(child.pid, samples, stop), daemon=True)
+        sampler.start()
         _, status, usage = os.wait4(child.pid, 0)
+        stop.set()
+        sampler.join()
     wall = time.perf_counter() - clock
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise RuntimeError(f"`{shlex.join(command)}` exited with {child.returncode}; see {log_path}")
+    marks = log_marks(log_path, started)
     return {"command": shlex.join(["augment", *arguments]), "wall_seconds": round(wall, 1),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "loadavg_before": [round(v, 2) for v in load_before],
-            "loadavg_after": [round(v, 2) for v in os.getloadavg()]}
+            "phases": phases(marks, started, started + wall), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "sampled_peak_rss_mib_by_stage": stage_peaks(marks, samples),
+            "loadavg_before": [round(v, 2) for v in load_before], "loadavg_after": [round(v, 2) for v in os.getloadavg()]}
+
+
+def _sample_rss(pid: int, samples: list, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            found = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+        except OSError:
+            return
+        if found:
+            samples.append((time.time(), int(found.group(1)) / 1024))
+        stop.wait(0.25)
+
+
+MARKS = {"prefect_server_start": r"Starting temporary server", "flow_start": r"Beginning flow run",
+         "flow_end": r"Flow run .* Finished in state", "task": r"Task run '(\w+)-\w+' - Finished in state"}
+
+
+def log_marks(log_path: Path, started: float) -> dict:
+    """Epoch times of the log's landmarks (its stamps are HH:MM:SS.mmm local time): Prefect server start, flow start
+    and end, and the end of every task ("task:ingest", ...)."""
+    day = time.localtime(started)
+    midnight = started - (day.tm_hour * 3600 + day.tm_min * 60 + day.tm_sec + started % 1)
+    marks = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        stamp = re.match(r"(\d\d):(\d\d):(\d\d\.\d+) \| \w+ +\| (.*)", line)
+        if not stamp:
+            continue
+        at = midnight + int(stamp.group(1)) * 3600 + int(stamp.group(2)) * 60 + float(stamp.group(3))
+        at += 86400 if at < started - 60 else 0  # the run went past midnight
+        for name, pattern in MARKS.items():
+            found = re.search(pattern, stamp.group(4))
+            if found:
+                marks[f"task:{found.group(1)}" if name == "task" else name] = at
+    return marks
+
+
+def phases(marks: dict, started: float, ended: float) -> dict:
+    """Where the wall time went: start-up (imports, input checks), Prefect's temporary server start, the flow,
+    shutdown. Empty when the log lacks a landmark."""
+    if not {"prefect_server_start", "flow_start", "flow_end"} <= set(marks):
+        return {}
+    return {"startup_seconds": round(marks["prefect_server_start"] - started, 1),
+            "prefect_server_start_seconds": round(marks["flow_start"] - marks["prefect_server_start"], 1),
+            "flow_seconds": round(marks["flow_end"] - marks["flow_start"], 1),
+            "shutdown_seconds": round(ended - marks["flow_end"], 1)}
+
+
+def stage_peaks(marks: dict, samples: list) -> dict:
+    """The highest sampled RSS before the flow and within each task (a task spans from the previous mark to its end)."""
+    edges = sorted((at, name) for name, at in marks.items() if name == "flow_start" or name.startswith("task:"))
+    peaks, previous = {}, 0.0
+    for at, name in edges:
+        inside = [rss for t, rss in samples if previous < t <= at]
+        if inside:
+            peaks["before_flow" if name == "flow_start" else name[5:]] = round(max(inside), 1)
+        previous = at
+    return peaks
 
 
 def png_compress_level() -> int:

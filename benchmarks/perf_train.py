@@ -128,8 +128,7 @@ def step_flops(config: TrainConfig, num_classes: int, channels: int, image_size:
     from torch.utils.flop_counter import FlopCounterMode
 
     step = Step(config, num_classes, channels, image_size)
-    real = torch.rand(config.batch_size, channels, image_size, image_size) * 2 - 1
-    labels = torch.randint(0, num_classes, (config.batch_size,))
+    real, labels = _batch(config, num_classes, channels, image_size)
     step(real, labels)  # spectral norm's first call initialises its vectors: count a steady step
     counter = FlopCounterMode(display=False)
     with counter:
@@ -140,15 +139,31 @@ def step_flops(config: TrainConfig, num_classes: int, channels: int, image_size:
             "parameters_discriminator": sum(p.numel() for p in step.discriminator.parameters())}
 
 
-def matmul_peak(side: int, repeats: int) -> dict:
-    """Dense fp32 torch.mm FLOP/s at the current thread count (best of `repeats` after one warm-up)."""
+def _batch(config: TrainConfig, num_classes: int, channels: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    real = torch.rand(config.batch_size, channels, image_size, image_size) * 2 - 1
+    return real, torch.randint(0, num_classes, (config.batch_size,))
+
+
+def step_vs_matmul(config: TrainConfig, num_classes: int, channels: int, image_size: int, side: int, rounds: int,
+                   steps: int) -> dict:
+    """Seconds per training step and dense fp32 torch.mm FLOP/s (side x side), measured in alternation so that
+    drift on a shared machine hits both alike; medians over the rounds."""
+    step = Step(config, num_classes, channels, image_size)
+    real, labels = _batch(config, num_classes, channels, image_size)
     a, b = torch.randn(side, side), torch.randn(side, side)
+    for _ in range(3):
+        step(real, labels)
     torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
+    step_seconds, mm_seconds = [], []
+    for _ in range(rounds):
+        clock = time.perf_counter()
+        for _ in range(steps):
+            step(real, labels)
+        step_seconds.append((time.perf_counter() - clock) / steps)
         clock = time.perf_counter()
         torch.mm(a, b)
-        times.append(time.perf_counter() - clock)
+        mm_seconds.append(time.perf_counter() - clock)
     flops = 2 * side ** 3
-    return {"side": side, "flops_per_second": flops / min(times), "median_flops_per_second": flops / statistics.median(times),
-            "threads": torch.get_num_threads()}
+    return {"step_seconds": statistics.median(step_seconds), "matmul_flops_per_second": flops / statistics.median(mm_seconds),
+            "matmul_best_flops_per_second": flops / min(mm_seconds), "matmul_side": side, "rounds": rounds,
+            "steps_per_round": steps, "threads": torch.get_num_threads()}

@@ -1,9 +1,10 @@
 """Issue #8's performance rows P1–P7 in one command: prints each figure, writes benchmarks/results/results.{json,md}.
 
     python benchmarks/performance.py                        # every row; ~25 min on a quiet 2-core machine
-    python benchmarks/performance.py --quick                # every row shrunk (a few minutes): results-quick.{json,md}
+    python benchmarks/performance.py --quick                # every row shrunk (~10 min busy): results-quick.{json,md}
     python benchmarks/performance.py --only P1,P7           # some rows, merged into the existing results file
-    python benchmarks/performance.py --reuse-run /tmp/augment-perf/p5/run   # P3/P5 from an earlier default run
+    python benchmarks/performance.py --skip P5              # P3 from the default run an earlier P5 left in --work
+    python benchmarks/performance.py --reuse-run DIR --reuse-wall-seconds S   # P3/P5 from any default run's folder
 
 Every target is a ratio measured within one run (absolute times drift on this machine); each row records the load
 average before and after it. CPU threads are set deliberately (--threads, default one per core) in this process and
@@ -23,23 +24,27 @@ import time
 import traceback
 from pathlib import Path
 
+import perf_io
+import perf_train
+import torch
 from perf_report import markdown, merge_results, row_command, stage_seconds
+from pipeline.device import set_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW_IDS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
 SIZES = {  # per mode: steps and counts of every row (full = the issue's conditions)
     "full": {"train_steps": 200, "generate_per_class": 1000, "rss_per_class": (5000, 50000), "scale_steps": 150,
-             "matmul_side": 2048, "matmul_repeats": 5, "default_run": []},
+             "matmul_side": 2048, "matmul_rounds": 5, "matmul_steps": 20, "default_run": []},
     "quick": {"train_steps": 100, "generate_per_class": 100, "rss_per_class": (200, 2000), "scale_steps": 60,
-              "matmul_side": 1024, "matmul_repeats": 3,
+              "matmul_side": 1024, "matmul_rounds": 3, "matmul_steps": 5,
               "default_run": ["--per-class", "20", "--set", "train.steps=30", "--set", "train.track_quality=false",
                               "--set", "train.sample_every=30", "--set", "train.checkpoint_every=30",
                               "--set", "evaluate.seeds=1", "--set", "evaluate.steps=30"]},
 }
 # P4: what grows with --per-class is generation's bookkeeping and files, not the networks; a narrow generator
 # (train.width=32) keeps 500k images to minutes, and its smaller baseline only makes the ratio stricter.
-TINY_TRAINING = ["--set", "train.width=32", "--set", "train.steps=20", "--set", "train.track_quality=false", "--set", "train.sample_every=20",
-                 "--set", "train.checkpoint_every=20", "--set", "evaluate.seeds=1", "--set", "evaluate.steps=20"]
+TINY_TRAINING = [x for key in ("train.width=32", "train.steps=20", "train.track_quality=false", "train.sample_every=20",
+                                "train.checkpoint_every=20", "evaluate.seeds=1", "evaluate.steps=20") for x in ("--set", key)]
 SCALES = (20, 80, 320)  # P6: train images per class at 1x, 4x, 16x; the test part grows with it (as many per class)
 PER_CLASS_LOW_DATA = 20  # P3/P4/P5: ../shared/bench's low-data split (20 per class, 5000 test images)
 
@@ -57,6 +62,12 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     args.rows = [r for r in ROW_IDS if r in args.only.upper().split(",") and r not in args.skip.upper().split(",")]
     args.mode = "quick" if args.quick else "full"
+    if args.reuse_run:  # fail before any row runs
+        if not (args.reuse_run / "config.json").is_file() or not (args.reuse_run / "evaluation" / "metrics.json").is_file():
+            parser.error(f"--reuse-run {args.reuse_run} is not the output folder of a finished `augment run`")
+        if args.reuse_wall_seconds is None and not (args.reuse_run / "benchmark_wall.json").is_file():
+            parser.error(f"{args.reuse_run} was not run by this script (no benchmark_wall.json): "
+                         "add --reuse-wall-seconds with its wall time")
     return args
 
 
@@ -99,18 +110,20 @@ class Context:
         return self.once("default_run", self._default_run)
 
     def _default_run(self) -> dict:
+        earlier = self.work / "p5" / "run"  # left by an earlier P5 of this script
+        if not self.args.reuse_run and "P5" not in self.args.rows:  # --skip P5: P3 reuses that run, never makes one
+            if not (earlier / "benchmark_wall.json").is_file() or (non_default_keys(earlier) and not self.args.quick):
+                raise RuntimeError(f"P3 needs a default run: none in {earlier}; run P5 too or pass --reuse-run DIR")
+            self.args.reuse_run = earlier
         if self.args.reuse_run:
             run_dir = self.args.reuse_run.resolve()
-            saved = run_dir / "benchmark_wall.json"
-            record = json.loads(saved.read_text()) if saved.is_file() else {}
             if self.args.reuse_wall_seconds is not None:
-                record = {"wall_seconds": self.args.reuse_wall_seconds, "command": "(given with --reuse-wall-seconds)"}
-            if "wall_seconds" not in record:
-                sys.exit(f"performance: {saved} is missing; pass --reuse-wall-seconds with the run's wall time")
+                record = {"wall_seconds": self.args.reuse_wall_seconds, "command": "(wall time given with --reuse-wall-seconds)"}
+            else:
+                record = json.loads((run_dir / "benchmark_wall.json").read_text())
             record["reused"] = str(run_dir)
         else:
-            split = self.split(PER_CLASS_LOW_DATA, 5000)
-            run_dir = self.work / "p5" / "run"
+            split, run_dir = self.split(PER_CLASS_LOW_DATA, 5000), earlier
             shutil.rmtree(run_dir, ignore_errors=True)
             arguments = ["run", "--no-dvc", "--dataset", str(split), "--out", str(run_dir), *self.sizes["default_run"]]
             record = perf_io.run_augment(arguments, self.work, self.work / "logs" / "p5.log", self.args.threads)
@@ -130,7 +143,7 @@ def non_default_keys(run_dir: Path) -> list[str]:
 
 
 def p1(ctx: Context) -> dict:
-    split, ingest_dir, stats = ctx.training_set()
+    split, _, stats = ctx.training_set()
     ours = ctx.ours()
     references = [perf_train.reference(split / "train", ctx.sizes["train_steps"], workers, stats["channels"],
                                        stats["image_size"]) for workers in (0, 2)]
@@ -156,8 +169,12 @@ def p3(ctx: Context) -> dict:
     run = ctx.default_run()
     total = sum(v for v in run["stage_seconds"].values() if v is not None)
     ratio = run["wall_seconds"] / total
-    return {"value": round(ratio, 3), "met": ratio <= 1.10, "details": run,
-            "figure": f"{ratio:.3f} (wall {run['wall_seconds']:.0f} s vs stages {total:.0f} s)"}
+    phases = run.get("phases") or {}
+    where = (f"; start-up {phases['startup_seconds']:.0f} s, Prefect server {phases['prefect_server_start_seconds']:.0f} s, "
+             f"flow {phases['flow_seconds']:.0f} s, shutdown {phases['shutdown_seconds']:.0f} s") if phases else ""
+    details = {key: run.get(key) for key in ("wall_seconds", "stage_seconds", "phases", "reused")}  # the rest: P5
+    return {"value": round(ratio, 3), "met": ratio <= 1.10, "details": details,
+            "figure": f"{ratio:.3f} (wall {run['wall_seconds']:.0f} s vs stages {total:.0f} s{where})"}
 
 
 def p4(ctx: Context) -> dict:
@@ -175,8 +192,10 @@ def p4(ctx: Context) -> dict:
     ratio = runs[large]["peak_rss_mib"] / runs[small]["peak_rss_mib"]
     extra_images = (large - small) * 10
     per_image = (runs[large]["peak_rss_mib"] - runs[small]["peak_rss_mib"]) * 2 ** 20 / extra_images
+    by_stage = runs[large]["sampled_peak_rss_mib_by_stage"]
+    where = f"; highest in {max(by_stage, key=by_stage.get)}" if by_stage else ""
     return {"value": round(ratio, 3), "met": ratio <= 1.15,
-            "figure": f"{ratio:.3f}× ({runs[large]['peak_rss_mib']:.0f} vs {runs[small]['peak_rss_mib']:.0f} MiB; "
+            "figure": f"{ratio:.3f}× ({runs[large]['peak_rss_mib']:.0f} vs {runs[small]['peak_rss_mib']:.0f} MiB{where}; "
                       f"{per_image:.0f} B per extra image)",
             "details": {"bytes_per_extra_image": round(per_image), **{f"per_class_{k}": v for k, v in runs.items()}}}
 
@@ -213,20 +232,21 @@ def p6(ctx: Context) -> dict:
 
 
 def p7(ctx: Context) -> dict:
-    import torch
-
     _, _, stats = ctx.training_set()
-    ours = ctx.ours()
     config = perf_train.bench_config(1)
-    counted = perf_train.step_flops(config, len(stats["classes"]), stats["channels"], stats["image_size"])
-    achieved = counted["flops_per_step"] * ours["images_per_second"] / config.batch_size
-    peak = perf_train.matmul_peak(ctx.sizes["matmul_side"], ctx.sizes["matmul_repeats"])
-    ratio = achieved / peak["flops_per_second"]
-    assert torch.get_num_threads() == ctx.args.threads
-    return {"value": round(ratio, 3), "met": ratio >= 0.5,
-            "figure": f"{ratio:.3f} of matmul ({achieved / 1e9:.2f} vs {peak['flops_per_second'] / 1e9:.1f} GFLOP/s)",
-            "details": {"achieved_flops_per_second": round(achieved), "step": counted, "matmul": peak,
-                        "ours_images_per_second": ours["images_per_second"]}}
+    shape = (len(stats["classes"]), stats["channels"], stats["image_size"])
+    counted = perf_train.step_flops(config, *shape)
+    timed = perf_train.step_vs_matmul(config, *shape, ctx.sizes["matmul_side"], ctx.sizes["matmul_rounds"],
+                                      ctx.sizes["matmul_steps"])
+    achieved = counted["flops_per_step"] / timed["step_seconds"]
+    ratio = achieved / timed["matmul_flops_per_second"]
+    details = {"achieved_flops_per_second": round(achieved), "step": counted, "timing": timed}
+    if "ours" in ctx.memo:  # the same FLOPs at train.run's own rate (P1), for comparison
+        details["achieved_at_train_run_rate"] = round(counted["flops_per_step"] * ctx.memo["ours"]["images_per_second"]
+                                                      / config.batch_size)
+    return {"value": round(ratio, 3), "met": ratio >= 0.5, "details": details,
+            "figure": f"{ratio:.2f} of matmul ({achieved / 1e9:.1f} vs {timed['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s; "
+                      f"{counted['flops_per_step'] / 1e9:.1f} GFLOP per step)"}
 
 
 def log_slope(xs: list[float], ys: list[float]) -> float:
@@ -242,23 +262,14 @@ ROWS = {  # id: (what, target, function)
     "P3": ("`augment run` wall time / sum of the four stages' seconds (default low-data run)", "≤ 1.10", p3),
     "P4": ("peak RSS of `augment run` at the larger vs the smaller --per-class", "≤ 1.15×", p4),
     "P5": ("default `augment run` on the 20-per-class split, end to end on CPU", "≤ 15 min", p5),
-    "P6": ("ingest and one training step at 1×, 4×, 16× the images: log-log slope", "slope ≤ 1.1 (linear or better, with noise)", p6),
+    "P6": ("ingest and one training step at 1×, 4×, 16× the images: log-log slope", "≤ 1.1 (linear or better)", p6),
     "P7": ("achieved FLOP/s of the training step / dense fp32 torch.mm FLOP/s, same threads", "report; aim ≥ 0.5", p7),
 }
 
 
 def main() -> None:
     args = parse_args()
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # before torch is imported
-        os.environ[name] = str(args.threads)
-    global perf_io, perf_train
-    import perf_io
-    import perf_train
-    import torch
-
-    from pipeline.device import set_threads
-
-    set_threads(args.threads)
+    set_threads(args.threads)  # this process; `augment` children get OMP_NUM_THREADS (perf_io.child_env)
     args.work.mkdir(parents=True, exist_ok=True)
     ctx, rows, failed = Context(args), {}, []
     for row_id in args.rows:

@@ -35,9 +35,9 @@ class TrainConfig:
     ema_halflife_kimg: float = 5.0   # EMA half-life in thousands of generated images
     augment: str = "translation,cutout"  # DiffAugment policy applied to real and fake before D ("" = none)
     discriminator_width: float = 0.5  # discriminator channels relative to the generator's at the same side
-    minibatch_std: bool = False      # discriminator sees each batch's feature spread (penalises collapse)
-    mode_seeking: float = 0.0        # weight of the mode-seeking term (MSGAN): two z, one class, images must differ
-    keep: str = "last"               # last | best: export the EMA generator of the last step or of the sample grid
+    minibatch_std: bool = True       # discriminator sees each batch's feature spread (penalises collapse)
+    mode_seeking: float = 0.3        # weight of the mode-seeking term (MSGAN): two z, one class, images must differ
+    keep: str = "best"               # last | best: export the EMA generator of the last step or of the sample grid
                                      # with the lowest Fréchet distance (needs track_quality)
     sample_every: int = 500          # steps between sample grids and quality measurements
     track_quality: bool = True       # measure the EMA generator's fidelity at every sample grid (gan/quality.csv)
@@ -51,7 +51,9 @@ class TrainConfig:
 @dataclass
 class GenerateConfig:
     per_class: int = 1000            # synthetic images written for every class
-    seed: int = 0                    # image i of class c uses seed + c * 1_000_000_000 + i
+    seed: int = 0                    # candidate i of class c uses seed + c * 1_000_000_000 + i
+    filter: str = "teacher"          # none | teacher: keep the candidates a real-trained classifier is surest of
+    oversample: float = 3.0          # filter=teacher: candidates drawn per kept image
     batch_size: int = 256
     device: str = "auto"
 
@@ -219,6 +221,8 @@ def validate(config: Config) -> None:
     _check(generate.per_class >= 1, f"generate.per_class must be at least 1, got {generate.per_class} (use --per-class N with N > 0)")
     _check(generate.per_class <= 10_000_000, f"generate.per_class {generate.per_class} is absurdly large (max 10,000,000)")
     _check(generate.batch_size >= 1, "generate.batch_size must be at least 1")
+    _check(generate.filter in ("none", "teacher"), f"generate.filter must be none or teacher, got {generate.filter!r}")
+    _check(1.0 <= generate.oversample <= 100, f"generate.oversample must be in [1, 100], got {generate.oversample}")
     _check(evaluate.seeds >= 1, f"evaluate.seeds must be at least 1, got {evaluate.seeds}")
     _check(evaluate.steps >= 1 and evaluate.batch_size >= 2, "evaluate.steps must be >= 1 and evaluate.batch_size >= 2")
     _check(evaluate.lr > 0, "evaluate.lr must be positive")

@@ -34,10 +34,11 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def prepare_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Move to device; on CUDA use channels_last memory format, which tensor cores prefer."""
+    """Move to device in channels_last memory format: tensor cores prefer it on CUDA, and oneDNN's CPU convolutions
+    ran a GAN training step 1.12x faster with it here (benchmarks/perf_levers.py)."""
     module.to(device)
+    module.to(memory_format=torch.channels_last)
     if device.type == "cuda":
-        module.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     return module
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline import storage
+from pipeline import filtering, storage
 from pipeline.config import GenerateConfig
 from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
@@ -51,6 +51,24 @@ def _load_generator(gan_dir: Path, device: torch.device) -> tuple[torch.nn.Modul
     return prepare_module(generator.eval(), device), spec, storage.sha256_file(weights_path)
 
 
+def _candidates(config: GenerateConfig) -> int:
+    return max(config.per_class, int(round(config.per_class * config.oversample)))
+
+
+def _seeds(config: GenerateConfig, generator, spec: dict, ingest_dir, device) -> tuple[dict[int, list[int]], dict | None]:
+    """Each class's seeds in writing order: the first per_class seeds, or (filter=teacher) the per_class best of
+    per_class * oversample candidates, with their teacher scores."""
+    classes = range(len(spec["classes"]))
+    if config.filter == "none":
+        return {c: [sample_seed(config, c, i) for i in range(config.per_class)] for c in classes}, None
+    if ingest_dir is None:
+        raise AugmentError("generate.filter=teacher needs the ingested training images (run the ingest stage first)")
+    teacher = filtering.train_teacher(ingest_dir, config.seed, device)
+    candidates = {c: [sample_seed(config, c, i) for i in range(_candidates(config))] for c in classes}
+    return filtering.select_seeds(generator, teacher, candidates, {c: config.per_class for c in classes}, noise_for,
+                                  spec["z_dim"], config.batch_size, device)
+
+
 def estimated_bytes(per_class: int, num_classes: int, image_size: int, channels: int) -> int:
     """A generous upper bound on the synthetic set's size: PNG at compress level 1 rarely beats raw pixels on
     small images, plus file-system overhead per file (one 4 KiB block on most file systems)."""
@@ -68,20 +86,22 @@ def check_disk_space(folder: str | Path, needed: int) -> None:
                            f"under '{probe}'; lower --per-class or choose another --out")
 
 
-def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path) -> dict:
-    """Write out_dir/<class>/<i>.png for every class and out_dir/manifest.csv; return counts."""
+def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest_dir: str | Path | None = None) -> dict:
+    """Write out_dir/<class>/<i>.png for every class and out_dir/manifest.csv; return counts. With
+    filter=teacher, ingest_dir's training images train the classifier that picks the kept samples."""
     start = time.perf_counter()
     device = pick_device(config.device)
     generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
     out, classes = Path(out_dir), spec["classes"]
     check_disk_space(out, estimated_bytes(config.per_class, len(classes), spec["image_size"], spec["channels"]))
-    state = {"checkpoint": checkpoint, "seed": config.seed}
+    state = {"checkpoint": checkpoint, "seed": config.seed, "filter": config.filter, "oversample": config.oversample}
     resuming = (out / STATE_FILE).is_file() and storage.read_json(out / STATE_FILE) == state
     if resuming:
         storage.remove_stale_temp_files(out)
     else:
         storage.fresh_dir(out)
         storage.write_json(out / STATE_FILE, state)
+    seeds, scores = _seeds(config, generator, spec, ingest_dir, device)
     jobs = [(c, i) for c in range(len(classes)) for i in range(config.per_class)]
     names = {(c, i): out / classes[c] / f"{i:06d}.png" for c, i in jobs}
     todo = [job for job in jobs if not (resuming and names[job].is_file())]
@@ -93,7 +113,7 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path) -> dic
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, torch.no_grad():
         pending = []
         for batch in track(batches, len(batches), "generate: batches"):
-            z = noise_for([sample_seed(config, c, i) for c, i in batch], spec["z_dim"]).to(device)
+            z = noise_for([seeds[c][i] for c, i in batch], spec["z_dim"]).to(device)
             labels = torch.tensor([c for c, _ in batch], device=device)
             pixels = to_uint8(generator(z, labels))
             pending += [pool.submit(_write_png, names[job], p) for job, p in zip(batch, pixels)]
@@ -101,11 +121,15 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path) -> dic
                 pending.pop(0).result()  # bounds memory and re-raises a failed write
         for future in pending:
             future.result()
-    rows = [[f"{classes[c]}/{names[(c, i)].name}", classes[c], sample_seed(config, c, i), checkpoint] for c, i in jobs]
-    storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
+    rows = [[f"{classes[c]}/{names[(c, i)].name}", classes[c], seeds[c][i], checkpoint, scores[c][i] if scores else ""]
+            for c, i in jobs]
+    storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256", "teacher_score"], rows)
     (out / STATE_FILE).unlink()
     summary = {"per_class": config.per_class, "classes": classes, "n_images": len(jobs), "checkpoint_sha256": checkpoint,
-               "seconds": round(time.perf_counter() - start, 2)}
+               "filter": config.filter, "seconds": round(time.perf_counter() - start, 2)}
+    if scores:
+        summary["candidates_per_class"] = _candidates(config)
+        summary["min_teacher_score"] = {classes[c]: min(v) for c, v in scores.items()}
     storage.write_json(out / "summary.json", summary)
     return summary
 
