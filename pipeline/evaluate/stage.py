@@ -147,6 +147,7 @@ def aggregate(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str
         records += [{**r, **{k: np.array(r[k], dtype=float).astype(kind) for k, kind in ARRAY_FIELDS.items()}}
                     for r in data["records"]]
     classes, real = inputs[0], inputs[1]
+    start -= sum(r["seconds"] for r in records)  # the stage's compute includes the seeds' classifier runs
     device = pick_device(config.device)
     feature_model = SmallCNN(real[0].shape[1], len(classes), real[0].shape[-1], config.width)
     feature_model.load_state_dict(storage.load_tensors(folder / "feature_model.safetensors"))
