@@ -5,6 +5,7 @@ import atexit
 import logging
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -72,7 +73,8 @@ def _print_result(metrics: dict, out_dir: Path) -> None:
 @app.command()
 def run(
     dataset: Annotated[Optional[Path], typer.Option(help="ImageFolder with one sub-folder per class (optionally train/ and test/).")] = None,
-    per_class: Annotated[Optional[int], typer.Option(help="Synthetic images to generate per class (generate.per_class).")] = None,
+    per_class: Annotated[Optional[int], typer.Option(help="Synthetic images to generate per class (generate.per_class); with --balance, the target total of real + synthetic images per class.")] = None,
+    balance: Annotated[Optional[bool], typer.Option("--balance/--no-balance", help="Top up every class to the same total: to --per-class if given, else to the largest class's real training count (generate.balance).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder; default: runs/<dataset folder name> (outputs/ in a DVC project).")] = None,
     params: ParamsOption = None,
     set_: SetOption = None,
@@ -86,6 +88,10 @@ def run(
         overrides.append(f"ingest.dataset={dataset}")
     if per_class is not None:
         overrides.append(f"generate.per_class={per_class}")
+    if balance is not None:
+        overrides.append(f"generate.balance={balance}")
+        if balance and per_class is None:
+            overrides.append("generate.per_class=0")  # no explicit target: up to the largest class
     overrides += list(set_ or [])
     config = _load_config(params, overrides)
     from pipeline.generate import check_disk_space, estimated_bytes
@@ -93,8 +99,9 @@ def run(
 
     # Fail fast, before a Prefect server starts and hours before generation, on what can be checked now.
     candidates, _ = scan(config.ingest.dataset)
-    num_classes = len({c.label for c in candidates})
-    check_disk_space(out or Path("."), estimated_bytes(config.generate.per_class, num_classes, config.ingest.image_size, 3))
+    files_per_class = Counter(c.label for c in candidates)  # the largest bounds a balanced run's top-up per class
+    check_disk_space(out or Path("."), estimated_bytes(max(config.generate.per_class, max(files_per_class.values())),
+                                                       len(files_per_class), config.ingest.image_size, 3))
     use_dvc = versioning.is_dvc_project(Path.cwd()) if dvc is None else dvc
     if use_dvc:
         _check_dvc_mode(params, out)

@@ -20,7 +20,7 @@ def run_stage(name: str, config: Config, out_dir: str | Path) -> dict:
     if name == "train":
         return train.run(config.train, dirs["ingest"], dirs["gan"])
     if name == "generate":
-        return generate.run(config.generate, dirs["gan"], dirs["synthetic"])
+        return generate.run(config.generate, dirs["gan"], dirs["synthetic"], dirs["ingest"])
     if name == "evaluate":
         return evaluate.run(config.evaluate, dirs["ingest"], dirs["synthetic"], dirs["gan"], dirs["evaluation"])
     raise AugmentError(f"unknown stage '{name}'; choose one of {', '.join(STAGES)}")
