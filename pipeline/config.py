@@ -19,6 +19,8 @@ class IngestConfig:
     channels: str = "auto"           # auto | gray | rgb  (auto: gray if every input image is gray)
     resize: str = "center_crop"      # center_crop | pad   how non-square images become square
     test_fraction: float = 0.2       # share of each class held out when the dataset has no test/ folder
+    val_fraction: float = 0.2        # share of each class's training images held out from the GAN and the classifiers
+                                     # to choose the recommendation (0: no validation, no recommendation)
     split_seed: int = 0
 
 
@@ -32,6 +34,11 @@ class TrainConfig:
     lr_discriminator: float = 2e-4
     ema_halflife_kimg: float = 5.0   # EMA half-life in thousands of generated images
     augment: str = "translation,cutout"  # DiffAugment policy applied to real and fake before D ("" = none)
+    discriminator_width: float = 0.5  # discriminator channels relative to the generator's at the same side
+    minibatch_std: bool = False      # discriminator sees each batch's feature spread (penalises collapse)
+    mode_seeking: float = 0.0        # weight of the mode-seeking term (MSGAN): two z, one class, images must differ
+    keep: str = "last"               # last | best: export the EMA generator of the last step or of the sample grid
+                                     # with the lowest Fréchet distance (needs track_quality)
     sample_every: int = 500          # steps between sample grids and quality measurements
     track_quality: bool = True       # measure the EMA generator's fidelity at every sample grid (gan/quality.csv)
     checkpoint_every: int = 500      # steps between checkpoints
@@ -59,6 +66,10 @@ class EvaluateConfig:
     width: int = 32                  # channels of the classifier's first block; doubled per pooled block
     augment: str = "affine"          # classical augmentation of the +aug conditions: affine and/or flip
     synthetic_share: float = 0.5     # fraction of each real+synthetic batch drawn from synthetic images
+    max_synthetic_per_class: int = 5000  # synthetic images per class read for training (bounds memory; 600 steps
+                                     # of 32 synthetic images draw fewer than 2,000 per class)
+    candidate_shares: str = "0.25"   # more shares for real+aug+synthetic (comma-separated; "" = none), tried on
+                                     # validation by the recommendation
     device: str = "auto"
 
 
@@ -187,6 +198,11 @@ def _check(condition: bool, message: str) -> None:
         raise AugmentError(message)
 
 
+def parse_shares(text: str) -> list[float]:
+    """'0.25, 0.75' -> [0.25, 0.75]; raises ValueError on a part that is not a number."""
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
 def validate(config: Config) -> None:
     """Range-check every option once; messages name the key and the allowed range."""
     ingest, train, generate, evaluate = config.ingest, config.train, config.generate, config.evaluate
@@ -196,6 +212,7 @@ def validate(config: Config) -> None:
     _check(ingest.channels in ("auto", "gray", "rgb"), f"ingest.channels must be auto, gray or rgb, got {ingest.channels!r}")
     _check(ingest.resize in ("center_crop", "pad"), f"ingest.resize must be center_crop or pad, got {ingest.resize!r}")
     _check(0.0 < ingest.test_fraction < 1.0, f"ingest.test_fraction must be between 0 and 1, got {ingest.test_fraction}")
+    _check(0.0 <= ingest.val_fraction < 1.0, f"ingest.val_fraction must be in [0, 1), got {ingest.val_fraction}")
     _check(train.steps >= 1, f"train.steps must be at least 1, got {train.steps}")
     _check(train.batch_size >= 2, f"train.batch_size must be at least 2, got {train.batch_size}")
     _check(train.z_dim >= 1 and (train.width == 0 or train.width >= 8),
@@ -203,6 +220,10 @@ def validate(config: Config) -> None:
     _check(train.lr_generator > 0 and train.lr_discriminator > 0, "train learning rates must be positive")
     _check(train.ema_halflife_kimg >= 0, "train.ema_halflife_kimg must be >= 0")
     _check(train.sample_every >= 1 and train.checkpoint_every >= 1, "train.sample_every and train.checkpoint_every must be >= 1")
+    _check(0.1 <= train.discriminator_width <= 4, f"train.discriminator_width must be in [0.1, 4], got {train.discriminator_width}")
+    _check(train.mode_seeking >= 0, f"train.mode_seeking must be >= 0, got {train.mode_seeking}")
+    _check(train.keep in ("last", "best"), f"train.keep must be last or best, got {train.keep!r}")
+    _check(train.keep == "last" or train.track_quality, "train.keep=best needs train.track_quality=true (it picks by quality)")
     known = {"translation", "cutout", "color"}
     policy = {p.strip() for p in train.augment.split(",") if p.strip()}
     _check(policy <= known, f"train.augment has unknown parts {sorted(policy - known)}; use any of {sorted(known)}")
@@ -216,8 +237,15 @@ def validate(config: Config) -> None:
     _check(evaluate.seeds >= 1, f"evaluate.seeds must be at least 1, got {evaluate.seeds}")
     _check(evaluate.steps >= 1 and evaluate.batch_size >= 2, "evaluate.steps must be >= 1 and evaluate.batch_size >= 2")
     _check(evaluate.lr > 0, "evaluate.lr must be positive")
+    _check(evaluate.max_synthetic_per_class >= 1, f"evaluate.max_synthetic_per_class must be >= 1, got {evaluate.max_synthetic_per_class}")
     _check(evaluate.width >= 4, f"evaluate.width must be at least 4, got {evaluate.width}")
     classical = {p.strip() for p in evaluate.augment.split(",") if p.strip()}
     _check(bool(classical) and classical <= {"affine", "flip"},
            f"evaluate.augment must name affine and/or flip (e.g. 'affine' or 'affine,flip'), got {evaluate.augment!r}")
     _check(0.0 <= evaluate.synthetic_share < 1.0, f"evaluate.synthetic_share must be in [0, 1), got {evaluate.synthetic_share}")
+    try:
+        shares = parse_shares(evaluate.candidate_shares)
+    except ValueError:
+        shares = [-1.0]
+    _check(all(0.0 < share < 1.0 for share in shares),
+           f"evaluate.candidate_shares must be comma-separated numbers in (0, 1), got {evaluate.candidate_shares!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor  # Pillow and file I/O release the GIL
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def _real_counts(ingest_dir: Path | None, classes: list[str]) -> dict[str, int |
 def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest_dir: str | Path | None = None) -> dict:
     """Write out_dir/<class>/<i>.png, out_dir/manifest.csv (one row per image) and out_dir/per_class.csv (per class:
     real training count, generated count, reason); return the counts. Balance needs ingest_dir's stats.json."""
+    start = time.perf_counter()
     device = pick_device(config.device)
     generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
     out, classes = Path(out_dir), spec["classes"]
@@ -145,5 +147,8 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
     storage.write_csv(out / "per_class.csv", ["class", "real_train", "generated", "reason"],
                       [[r["class"], "" if r["real_train"] is None else r["real_train"], r["generated"], r["reason"]] for r in plan])
     (out / STATE_FILE).unlink()
-    return {"per_class": config.per_class, "balance": config.balance, "classes": classes, "n_images": len(jobs),
-            "generated": {r["class"]: r["generated"] for r in plan}, "checkpoint_sha256": checkpoint}
+    summary = {"per_class": config.per_class, "balance": config.balance, "classes": classes, "n_images": len(jobs),
+               "generated": {r["class"]: r["generated"] for r in plan}, "checkpoint_sha256": checkpoint,
+               "seconds": round(time.perf_counter() - start, 2)}
+    storage.write_json(out / "summary.json", summary)
+    return summary

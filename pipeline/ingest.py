@@ -158,7 +158,8 @@ def run(config: IngestConfig, out_dir: str | Path) -> dict:
     for index, label in enumerate(classes):
         if not np.any((labels == index) & ~is_test):
             raise AugmentError(f"class '{label}' has no training image left once duplicates of test images are dropped")
-    stats = _write(out, config, dataset, classes, kept, hashes, pixels, labels, is_test, quarantine)
+    is_val = _validation(labels, is_test, config)
+    stats = _write(out, config, dataset, classes, kept, hashes, pixels, labels, is_test, is_val, quarantine)
     stats.update(split="folders" if has_split else f"stratified {config.test_fraction:g} (seed {config.split_seed})",
                  seconds=round(time.perf_counter() - start, 2))
     storage.write_json(out / "stats.json", stats)
@@ -224,18 +225,35 @@ def _drop_leaks(kept: list[Candidate], hashes: list[str], is_test: np.ndarray, q
     return keep
 
 
-def _write(out, config, dataset, classes, kept, hashes, pixels, labels, is_test, quarantine) -> dict:
+def _validation(labels: np.ndarray, is_test: np.ndarray, config: IngestConfig) -> np.ndarray:
+    """Mask of validation rows: val_fraction of each class's training rows (seeded), always leaving one to train on."""
+    is_val = np.zeros(len(labels), dtype=bool)
+    rng = np.random.default_rng(config.split_seed + 1)
+    for label in np.unique(labels[~is_test]):
+        rows = np.flatnonzero((labels == label) & ~is_test)
+        rng.shuffle(rows)
+        n_val = min(int(round(len(rows) * config.val_fraction)), len(rows) - 1)
+        if config.val_fraction > 0 and len(rows) >= 2:
+            n_val = max(n_val, 1)
+        is_val[rows[:n_val]] = True
+    return is_val
+
+
+def _write(out, config, dataset, classes, kept, hashes, pixels, labels, is_test, is_val, quarantine) -> dict:
     storage.fresh_dir(out)
-    storage.save_arrays(out, train_images=pixels[~is_test], train_labels=labels[~is_test],
+    is_train = ~is_test & ~is_val
+    storage.save_arrays(out, train_images=pixels[is_train], train_labels=labels[is_train],
+                        val_images=pixels[is_val], val_labels=labels[is_val],
                         test_images=pixels[is_test], test_labels=labels[is_test], classes=np.array(classes))
-    rows = [[c.relative, c.label, "test" if t else "train", h] for c, t, h in zip(kept, is_test, hashes)]
+    split = np.where(is_test, "test", np.where(is_val, "val", "train"))
+    rows = [[c.relative, c.label, part, h] for c, part, h in zip(kept, split, hashes)]
     storage.write_csv(out / "manifest.csv", ["file", "class", "split", "pixel_hash"], rows)
     storage.write_csv(out / "quarantine.csv", ["file", "class", "reason"], quarantine)
-    per_class = {name: {"train": int(np.sum((labels == i) & ~is_test)), "test": int(np.sum((labels == i) & is_test))}
-                 for i, name in enumerate(classes)}
+    per_class = {name: {"train": int(np.sum((labels == i) & is_train)), "val": int(np.sum((labels == i) & is_val)),
+                        "test": int(np.sum((labels == i) & is_test))} for i, name in enumerate(classes)}
     stats = {
-        "dataset": str(dataset), "classes": classes, "per_class": per_class,
-        "n_train": int((~is_test).sum()), "n_test": int(is_test.sum()), "n_quarantined": len(quarantine),
+        "dataset": str(dataset), "classes": classes, "per_class": per_class, "n_train": int(is_train.sum()),
+        "n_val": int(is_val.sum()), "n_test": int(is_test.sum()), "n_quarantined": len(quarantine),
         "image_size": config.image_size, "channels": int(pixels.shape[1]),
     }
     if quarantine:

@@ -87,7 +87,7 @@ def test_bad_file_is_quarantined_and_left_in_place(make, reason, tmp_path):
     stats, arrays = ingest_ok(root, tmp_path / "out")
     [(name, why)] = quarantined(tmp_path / "out").items()
     assert name.startswith("a/t.") and why.startswith(reason)
-    assert stats["n_train"] + stats["n_test"] == 8
+    assert stats["n_train"] + stats["n_val"] + stats["n_test"] == 8
     assert hashlib.sha256((root / name).read_bytes()).hexdigest() == before, "quarantine never modifies the file"
 
 
@@ -96,7 +96,7 @@ def test_non_image_and_hidden_files_are_ignored(name, tmp_path):
     root = base(tmp_path / "data")
     (root / "a" / name).write_bytes(b"\x00\x01junk")
     stats, _ = ingest_ok(root, tmp_path / "out")
-    assert stats["n_quarantined"] == 0 and stats["n_train"] + stats["n_test"] == 8
+    assert stats["n_quarantined"] == 0 and stats["n_train"] + stats["n_val"] + stats["n_test"] == 8
 
 
 # --- unusual but valid images: decoded correctly ------------------------------------------------------------
@@ -177,7 +177,7 @@ def test_one_image_in_a_class_works_with_given_folders(tmp_path):
     png(root / "train" / "c" / "only.png", value=77)
     base(root / "test", per_class=1)
     stats, _ = ingest_ok(root, tmp_path / "out")
-    assert stats["per_class"]["c"] == {"train": 1, "test": 0}
+    assert stats["per_class"]["c"] == {"train": 1, "val": 0, "test": 0}, "a lone image trains; none is spared for validation"
 
 
 def test_the_same_image_in_train_and_test_is_dropped_from_train(tmp_path):
@@ -187,7 +187,7 @@ def test_the_same_image_in_train_and_test_is_dropped_from_train(tmp_path):
     stats, _ = ingest_ok(root, tmp_path / "out")
     reasons = quarantined(tmp_path / "out")
     assert len(reasons) == 4 and all("duplicate of test image" in r for r in reasons.values())
-    assert stats["n_train"] == 4 and stats["n_test"] == 4
+    assert stats["n_train"] + stats["n_val"] == 4 and stats["n_test"] == 4
 
 
 @pytest.mark.parametrize("case, message", [

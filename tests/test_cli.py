@@ -31,7 +31,8 @@ def test_run_end_to_end_through_prefect(digits_dir, cli_env, tmp_path):
     assert dataset.classes == [str(d) for d in range(10)] and len(dataset) == 120
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert metrics["n_test"] == 40 and metrics["seeds"] == 2
-    assert set(metrics["conditions"]) == {"real", "real+aug", "real+synthetic", "real+aug+synthetic", "synthetic"}
+    assert set(metrics["conditions"]) == {"real", "real+aug", "real+synthetic", "real+aug+synthetic", "synthetic",
+                                          "real+aug+synthetic@0.25"}
     assert set(metrics["gain"]) == {"real+synthetic_vs_real", "real+aug+synthetic_vs_real+aug"}
     assert (out / "evaluation" / "report.html").is_file() and (out / "gan" / "summary.json").is_file()
 

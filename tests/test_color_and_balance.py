@@ -21,7 +21,7 @@ from pipeline.gan import train
 from pipeline.gan.networks import Discriminator, Generator, plan_resolutions, plan_widths
 
 # Three "photo" classes told apart by colour and shape; sizes 1:1 to 2:1 both ways. Imbalanced on purpose:
-# after the stratified 20% split they keep 10, 5 and 2 training images.
+# after the 20% test and 20% validation splits they keep 8, 4 and 1 training images.
 PHOTO_CLASSES = {"sunset": (12, (230, 110, 40), "disc"), "lake": (6, (40, 90, 200), "bars"), "meadow": (3, (60, 170, 60), "box")}
 
 
@@ -103,19 +103,19 @@ def test_balance_plan_counts_and_reasons():
 
 def test_balanced_generation_tops_up_rare_digits(digits_dir, tmp_path):
     data = copy_tree(digits_dir, tmp_path / "data")
-    for label, keep in (("1", 10), ("2", 5)):  # 20 per class elsewhere: train counts 16, 8 and 4
+    for label, keep in (("1", 10), ("2", 5)):  # 20 per class elsewhere: after test and validation, train 13, 6 and 3
         for path in sorted((data / label).iterdir())[keep:]:
             path.unlink()
     config = tiny_config(data, "train.steps=2", "train.track_quality=false", "generate.balance=true", "generate.per_class=0")
     ingest.run(config.ingest, tmp_path / "ingest")
     train.run(config.train, tmp_path / "ingest", tmp_path / "gan")
     result = generate.run(config.generate, tmp_path / "gan", tmp_path / "synthetic", tmp_path / "ingest")
-    assert result["generated"] == {**{str(d): 0 for d in range(10)}, "1": 8, "2": 12}
+    assert result["generated"] == {**{str(d): 0 for d in range(10)}, "1": 7, "2": 10}
     rows = {r["class"]: r for r in csv.DictReader(open(tmp_path / "synthetic" / "per_class.csv"))}
-    assert (rows["2"]["real_train"], rows["2"]["generated"]) == ("4", "12") and rows["0"]["generated"] == "0"
-    assert "topped up to 16" in rows["1"]["reason"]
+    assert (rows["2"]["real_train"], rows["2"]["generated"]) == ("3", "10") and rows["0"]["generated"] == "0"
+    assert "topped up to 13" in rows["1"]["reason"]
     dataset = torchvision.datasets.ImageFolder(str(tmp_path / "synthetic"))
-    assert dataset.classes == ["1", "2"] and len(dataset) == 20  # no empty folders for classes already at the target
+    assert dataset.classes == ["1", "2"] and len(dataset) == 17  # no empty folders for classes already at the target
     with pytest.raises(AugmentError, match="needs the ingest stage's stats.json"):
         generate.run(config.generate, tmp_path / "gan", tmp_path / "other")
 
@@ -134,22 +134,22 @@ def test_color_photos_64px_end_to_end_with_balance(cli_env, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert before == {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}, "the input dataset must not change"
     arrays = storage.load_arrays(out / "ingest")
-    assert arrays["train_images"].shape[1:] == (3, 64, 64) and arrays["train_images"].shape[0] == 17
+    assert arrays["train_images"].shape[1:] == (3, 64, 64) and arrays["train_images"].shape[0] == 13
     spec = json.loads((out / "gan" / "generator.json").read_text())
     assert spec["channels"] == 3 and spec["image_size"] == 64 and spec["width"] == 256  # the 64 px default width
     with Image.open(out / "gan" / "samples" / "step_000004.png") as grid:
         assert grid.mode == "RGB" and grid.size == (8 * 64, 3 * 64)
     counts = {r["class"]: int(r["generated"]) for r in csv.DictReader(open(out / "synthetic" / "per_class.csv"))}
-    assert counts == {"lake": 5, "meadow": 8, "sunset": 0}  # topped up to the largest class's 10 training images
+    assert counts == {"lake": 4, "meadow": 7, "sunset": 0}  # topped up to the largest class's 8 training images
     with Image.open(next((out / "synthetic" / "meadow").glob("*.png"))) as sample:
         assert sample.mode == "RGB" and sample.size == (64, 64)
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
-    assert metrics["n_train_real_per_class"] == {"lake": 5, "meadow": 2, "sunset": 10}
+    assert metrics["n_train_real_per_class"] == {"lake": 4, "meadow": 1, "sunset": 8}
     assert metrics["n_synthetic_per_class"] == counts
     gain = metrics["gain"]["real+synthetic_vs_real"]
     assert -1 <= gain["worst_class_gain"]["mean"] <= 1 and set(gain["per_class_gain_mean"]) == set(PHOTO_CLASSES)
     real = metrics["conditions"]["real"]
     assert real["worst_class_accuracy_mean"] == pytest.approx(min(real["per_class_accuracy_mean"].values()), abs=1e-6)
     page = (out / "evaluation" / "report.html").read_text()
-    assert "worst class:" in page and "<th>real train</th><th>synthetic</th>" in page and "<td>meadow</td><td>2</td><td>8</td>" in page
+    assert "worst class:" in page and "<th>real train</th><th>synthetic</th>" in page and "<td>meadow</td><td>1</td><td>7</td>" in page
     assert "worst class" in result.stdout

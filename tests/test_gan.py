@@ -87,3 +87,27 @@ def test_foreign_checkpoint_is_a_clear_error(tmp_path):
     path.write_bytes(b"\x80\x04 this is a pickle, not safetensors")
     with pytest.raises(AugmentError, match="not a valid safetensors file"):
         storage.load_tensors(path)
+
+
+def test_minibatch_std_lets_the_discriminator_see_a_collapsed_batch():
+    discriminator = Discriminator(2, 1, 16, 32, width_ratio=1.0, minibatch_std=True)
+    labels = torch.zeros(8, dtype=torch.long)
+    varied = torch.rand(8, 1, 16, 16) * 2 - 1
+    collapsed = varied[:1].repeat(8, 1, 1, 1)  # one image eight times: zero spread
+    assert not torch.allclose(discriminator(collapsed, labels)[:1], discriminator(varied, labels)[:1]), \
+        "the same first image must score differently when its batch-mates are copies of it"
+
+
+def test_mode_seeking_and_keep_best_export_the_lowest_frechet_snapshot(ingested, digits_dir, tmp_path):
+    config = tiny_config(digits_dir, "train.steps=9", "train.mode_seeking=1.0", "train.minibatch_std=true",
+                         "train.discriminator_width=1.0", "train.keep=best").train
+    train.run(config, ingested, tmp_path / "gan")
+    quality = list(csv.DictReader(open(tmp_path / "gan" / "quality.csv")))
+    best = min(quality, key=lambda r: float(r["frechet_distance"]))
+    snapshot = tmp_path / "gan" / train.BEST
+    assert storage.read_metadata(snapshot)["step"] == best["step"]
+    exported, kept = load_file(str(tmp_path / "gan" / "generator_ema.safetensors")), load_file(str(snapshot))
+    assert exported.keys() == kept.keys() and all(torch.equal(exported[k], kept[k]) for k in kept)
+    if best["step"] != "9":  # the last EMA differs from an earlier snapshot
+        last = load_file(str(tmp_path / "gan" / "checkpoint.safetensors"))
+        assert not all(torch.equal(last[f"G_ema.{k}"], kept[k]) for k in kept)

@@ -127,7 +127,8 @@ def test_evaluate_writes_metrics_runs_and_report(trained, tmp_path):
     metrics = evaluate.run(config.evaluate, out / "ingest", out / "synthetic", out / "gan", tmp_path / "evaluation")
     assert storage.read_json(tmp_path / "evaluation" / "metrics.json") == metrics
     assert metrics["n_test"] == 40 and metrics["seeds"] == 2 and metrics["n_synthetic"] == 100
-    assert set(metrics["conditions"]) == {"real", "real+aug", "real+synthetic", "real+aug+synthetic", "synthetic"}
+    assert set(metrics["conditions"]) == {"real", "real+aug", "real+synthetic", "real+aug+synthetic", "synthetic",
+                                          "real+aug+synthetic@0.25"}
     for name, condition in metrics["conditions"].items():
         for score in ("accuracy", "balanced_accuracy", "macro_f1"):
             runs = condition[f"{score}_runs"]
@@ -146,12 +147,21 @@ def test_evaluate_writes_metrics_runs_and_report(trained, tmp_path):
     assert fid["frechet_distance"] >= 0 and 0 <= fid["precision"] <= 1 and 0 <= fid["coverage"] <= 1
     assert set(fid["per_class"]) == {str(d) for d in range(10)}
     rows = list(csv.DictReader(open(tmp_path / "evaluation" / "runs.csv")))
-    assert len(rows) == 2 * 5
+    assert len(rows) == 2 * 6
+    choice = metrics["recommendation"]
+    assert metrics["n_val"] == 30 and choice["validation"]["n_images"] == 30
+    assert choice["setting"] in runs and runs[choice["setting"]]["accuracy_runs"] == choice["test_result"]["runs"]
+    validation = choice["validation"]["accuracy"]
+    assert set(validation) == set(runs) - {"synthetic"}, "every condition that trains on real images is a candidate"
+    baseline = choice["validation"]["best_without_synthetic"]
+    assert validation[baseline] == max(validation["real"], validation["real+aug"])
+    assert choice["use_synthetic"] == (choice["validation"]["gain"]["verdict"] == "significant gain")
     page = (tmp_path / "evaluation" / "report.html").read_text()
-    assert page.index("real+synthetic_vs_real: ") < page.index("<h2>Conditions")
+    assert page.index("Recommendation: ") < page.index("real+synthetic_vs_real: ") < page.index("<h2>Conditions")
     assert page.count("data:image/png;base64,") >= 5 and "http://" not in page and "https://" not in page
     table = evaluate.result_rows(metrics)
-    assert table[0][0] == "gain real+synthetic_vs_real" and table[2][0] == "real"
+    assert table[0][0].startswith("recommendation: ") and table[1][0] == "gain real+synthetic_vs_real"
+    assert table[3][0] == "real"
 
 
 def test_an_untrained_generator_cannot_earn_a_significant_gain(digits_dir, tmp_path):
@@ -163,4 +173,5 @@ def test_an_untrained_generator_cannot_earn_a_significant_gain(digits_dir, tmp_p
     metrics = evaluate.run(config.evaluate, tmp_path / "ingest", tmp_path / "synthetic", tmp_path / "gan", tmp_path / "evaluation")
     for name, gain in metrics["gain"].items():
         assert gain["verdict"] in ("significant loss", "no significant difference"), (name, gain)
+    assert not metrics["recommendation"]["use_synthetic"], "noise must never be recommended"
     assert metrics["conditions"]["synthetic"]["accuracy_mean"] < 0.5, "noise cannot teach digits"

@@ -24,16 +24,17 @@ def test_ingest_digits_split_manifest_and_untouched_input(digits_dir, tmp_path):
     assert _hashes(digits_dir) == before, "ingest must never modify the input dataset"
     assert stats["classes"] == [str(d) for d in range(10)]
     assert stats["channels"] == 1, "all-gray inputs must give one channel"
-    assert stats["n_train"] + stats["n_test"] == 200 and stats["n_test"] == 40  # 20% of 20 per class, stratified
-    assert all(v == {"train": 16, "test": 4} for v in stats["per_class"].values())
+    assert stats["n_train"] + stats["n_val"] + stats["n_test"] == 200 and stats["n_test"] == 40  # 20% of 20 per class
+    # validation: 20% of each class's 16 remaining images (rounded), held out from the GAN and the classifiers
+    assert all(v == {"train": 13, "val": 3, "test": 4} for v in stats["per_class"].values())
     arrays = storage.load_arrays(tmp_path / "ingest")
-    assert arrays["train_images"].shape == (160, 1, 16, 16) and arrays["train_images"].dtype == np.uint8
-    assert arrays["test_images"].shape == (40, 1, 16, 16)
+    assert arrays["train_images"].shape == (130, 1, 16, 16) and arrays["train_images"].dtype == np.uint8
+    assert arrays["val_images"].shape == (30, 1, 16, 16) and arrays["test_images"].shape == (40, 1, 16, 16)
     assert arrays["train_images"].max() > 200, "digit strokes must survive the resize"
     rows = list(csv.DictReader(open(tmp_path / "ingest" / "manifest.csv")))
-    assert len(rows) == 200 and {r["split"] for r in rows} == {"train", "test"}
-    train_files = {r["file"] for r in rows if r["split"] == "train"}
-    assert train_files.isdisjoint({r["file"] for r in rows if r["split"] == "test"})
+    assert len(rows) == 200 and {r["split"] for r in rows} == {"train", "val", "test"}
+    files = {part: {r["file"] for r in rows if r["split"] == part} for part in ("train", "val", "test")}
+    assert not files["train"] & files["test"] and not files["train"] & files["val"] and not files["val"] & files["test"]
     assert json.loads((tmp_path / "ingest" / "stats.json").read_text()) == stats
 
 
@@ -61,7 +62,7 @@ def test_bad_files_are_quarantined_and_never_deleted(digits_dir, tmp_path):
     assert set(rows) == {"3/notes.png", "3/empty.jpg", "4/truncated.png"}
     assert all(reason.startswith("cannot decode") for reason in rows.values())
     assert (data / "3" / "notes.png").exists() and (data / "4" / "truncated.png").exists()
-    assert stats["n_train"] + stats["n_test"] == 200
+    assert stats["n_train"] + stats["n_val"] + stats["n_test"] == 200
 
 
 def test_train_and_test_folders_are_used_as_given(digits_dir, tmp_path):
@@ -74,7 +75,7 @@ def test_train_and_test_folders_are_used_as_given(digits_dir, tmp_path):
                 (data / split / label / f.name).write_bytes(f.read_bytes())
     stats = ingest.run(tiny_config(data).ingest, tmp_path / "ingest")
     assert stats["split"] == "folders" and stats["classes"] == ["0", "1", "2"]
-    assert stats["n_train"] == 45 and stats["n_test"] == 15
+    assert stats["n_train"] + stats["n_val"] == 45 and stats["n_test"] == 15
 
 
 def test_color_images_of_mixed_sizes_keep_three_channels(tmp_path):

@@ -31,11 +31,11 @@ def test_low_data_mnist_run_end_to_end(mnist_split, cli_env, tmp_path):
     for digit in digits:
         assert len(list((out / "synthetic" / digit).glob("*.png"))) == 100
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
-    assert metrics["n_test"] == 5000 and metrics["seeds"] == 2 and metrics["n_train_real"] == 200
+    assert metrics["n_test"] == 5000 and metrics["seeds"] == 2 and metrics["n_train_real"] + metrics["n_val"] == 200
     real = metrics["conditions"]["real"]
     assert len(real["accuracy_runs"]) == 2
     assert real["accuracy_mean"] > 0.6, "a CNN on 200 real MNIST digits reaches well above chance"
-    assert len(metrics["conditions"]) == 5 and metrics["conditions"]["real+aug"]["accuracy_mean"] > 0.6
+    assert len(metrics["conditions"]) == 6 and metrics["conditions"]["real+aug"]["accuracy_mean"] > 0.6
     for gain in metrics["gain"].values():
         assert len(gain["ci95"]) == 2 and gain["verdict"] and gain["verdict_note"]
     assert metrics["fidelity"]["frechet_distance"] > 0 and len(metrics["fidelity"]["per_class"]) == 10

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import EvaluateConfig
+from pipeline.config import EvaluateConfig, parse_shares
 from pipeline.device import autocast, prepare_module
 
 
@@ -20,6 +20,7 @@ class Condition:
     real: bool
     synthetic: bool
     augment: bool
+    share: float | None = None  # synthetic share of each batch when mixed; None: evaluate.synthetic_share
 
 
 CONDITIONS = (
@@ -29,6 +30,22 @@ CONDITIONS = (
     Condition("real+aug+synthetic", True, True, True),
     Condition("synthetic", False, True, False),  # Classification Accuracy Score: synthetic only, tested on real
 )
+
+
+def share_of(condition: Condition, config: EvaluateConfig) -> float:
+    """Fraction of each batch that is synthetic under this condition."""
+    if not condition.synthetic:
+        return 0.0
+    if not condition.real:
+        return 1.0
+    return config.synthetic_share if condition.share is None else condition.share
+
+
+def conditions_for(config: EvaluateConfig) -> tuple[Condition, ...]:
+    """The fixed conditions plus real+aug+synthetic at every extra candidate share (named e.g. 'real+aug+synthetic@0.25')."""
+    extra = tuple(Condition(f"real+aug+synthetic@{share:g}", True, True, True, share) for share in parse_shares(config.candidate_shares)
+                  if share != config.synthetic_share)
+    return CONDITIONS + extra
 
 
 class SmallCNN(nn.Module):
@@ -88,7 +105,7 @@ def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, re
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
     n_synthetic = {(True, False): 0, (False, True): config.batch_size,
-                   (True, True): int(round(config.batch_size * config.synthetic_share))}[(condition.real, condition.synthetic)]
+                   (True, True): int(round(config.batch_size * share_of(condition, config)))}[(condition.real, condition.synthetic)]
     pools = [(torch.from_numpy(real[0]), torch.from_numpy(real[1]), config.batch_size - n_synthetic, seed)]
     if n_synthetic:
         pools.append((torch.from_numpy(synthetic[0]), torch.from_numpy(synthetic[1]), n_synthetic, seed + 1))

@@ -143,8 +143,22 @@ def _worst_class_line(gain: dict) -> str:
             f"{100 * gain['macro_f1_gain_mean']:+.2f} points")
 
 
+def _recommendation(metrics: dict) -> str:
+    """The tool's advice, chosen on the validation split, with its test result (reported, never used to choose)."""
+    choice = metrics.get("recommendation")
+    if not choice:
+        return ""
+    kind = "gain" if choice["use_synthetic"] else "neutral"
+    advice = f"use synthetic data: {choice['setting']}" if choice["use_synthetic"] else \
+        f"do not use synthetic data{': ' + choice['setting'] if choice['setting'] else ''}"
+    result = choice.get("test_result")
+    tested = "" if not result else f"<br>Test accuracy of this setting: {100 * result['mean']:.2f} ± {100 * result['std']:.2f}%"
+    return (f'<div class="verdict {kind}"><b>Recommendation: {html.escape(advice)}</b><br>'
+            f'<span class=note>{html.escape(choice["reason"])}{tested}</span></div>')
+
+
 def _verdicts(metrics: dict) -> str:
-    parts = []
+    parts = [_recommendation(metrics)]
     for name, gain in metrics["gain"].items():
         kind = {"significant gain": "gain", "significant loss": "loss"}.get(gain["verdict"], "neutral")
         interval = "" if gain["ci95"] is None else f", 95% CI [{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]"

@@ -16,7 +16,8 @@ from pipeline.config import EvaluateConfig
 from pipeline.device import pick_device
 from pipeline.errors import AugmentError
 from pipeline.evaluate import fidelity
-from pipeline.evaluate.classifier import CONDITIONS, embed, predict, train_classifier
+from pipeline.evaluate.classifier import conditions_for, embed, predict, share_of, train_classifier
+from pipeline.evaluate.recommend import recommend
 from pipeline.evaluate.report import write_report
 from pipeline.evaluate.stats import paired_gain, summarize, verdict, verdict_note
 from pipeline.progress import logger, track
@@ -27,14 +28,20 @@ SCORES = ("accuracy", "balanced_accuracy", "macro_f1")
 FEATURE_CONDITION = "real+aug"  # seed 0's model of this condition defines the fidelity feature space
 
 
-def load_synthetic(synthetic_dir: str | Path, classes: list[str], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the synthetic set listed in its manifest into N x C x H x W uint8 images and class indices."""
+def load_synthetic(synthetic_dir: str | Path, classes: list[str], shape: tuple[int, ...],
+                   max_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the synthetic set listed in its manifest into N x C x H x W uint8 images and class indices; with
+    max_per_class, only the first that many of each class (memory stays bounded however many were generated)."""
     folder = Path(synthetic_dir)
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
         raise AugmentError(f"'{manifest}' does not exist; run the generate stage first")
     with open(manifest, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        rows, seen = [], {}
+        for row in csv.DictReader(handle):
+            seen[row["class"]] = seen.get(row["class"], 0) + 1
+            if max_per_class is None or seen[row["class"]] <= max_per_class:
+                rows.append(row)
     unknown = sorted({r["class"] for r in rows} - set(classes))
     if unknown:
         raise AugmentError(f"synthetic classes {unknown} are not in the ingested dataset; regenerate after ingest")
@@ -69,25 +76,31 @@ def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Pat
     classes = [str(c) for c in arrays["classes"]]
     real = (arrays["train_images"], arrays["train_labels"])
     test = (arrays["test_images"], arrays["test_labels"])
-    synthetic = load_synthetic(synthetic_dir, classes, real[0].shape[1:])
+    val = (arrays["val_images"], arrays["val_labels"]) if "val_images" in arrays else (real[0][:0], real[1][:0])
+    synthetic = load_synthetic(synthetic_dir, classes, real[0].shape[1:], config.max_synthetic_per_class)
     device = pick_device(config.device)
     records, feature_model, start = [], None, time.perf_counter()
-    jobs = [(seed, condition) for seed in range(config.seeds) for condition in CONDITIONS]
+    conditions = conditions_for(config)
+    jobs = [(seed, condition) for seed in range(config.seeds) for condition in conditions]
     for seed, condition in track(jobs, len(jobs), "evaluate: classifier runs"):
         clock = time.perf_counter()
         model = train_classifier(config, condition, seed, real, synthetic, len(classes), device)
         scores = _scores(predict(model, test[0], device), test[1], len(classes))
-        records.append({"seed": seed, "condition": condition.name, "seconds": time.perf_counter() - clock, **scores})
+        val_correct = predict(model, val[0], device) == val[1] if len(val[1]) else np.zeros(0, dtype=bool)
+        records.append({"seed": seed, "condition": condition.name, "seconds": time.perf_counter() - clock,
+                        "val_correct": val_correct, **scores})
         logger.info("seed %d %-18s accuracy %.4f", seed, condition.name, scores["accuracy"])
         if seed == 0 and condition.name == FEATURE_CONDITION:
             feature_model = model
     metrics = {
-        "n_test": int(len(test[1])), "n_train_real": int(len(real[1])), "n_synthetic": int(len(synthetic[1])),
+        "n_test": int(len(test[1])), "n_train_real": int(len(real[1])), "n_val": int(len(val[1])),
+        "n_synthetic": int(len(synthetic[1])),
         "seeds": config.seeds, "classes": classes, "classifier_steps": config.steps,
         "n_train_real_per_class": _class_counts(real[1], classes), "n_synthetic_per_class": _class_counts(synthetic[1], classes),
         "config": dataclasses.asdict(config),
-        "conditions": {c.name: _condition_summary([r for r in records if r["condition"] == c.name], classes) for c in CONDITIONS},
+        "conditions": {c.name: _condition_summary([r for r in records if r["condition"] == c.name], classes) for c in conditions},
         "gain": {name: _gain(records, treated, baseline, classes) for name, (treated, baseline) in GAINS.items()},
+        "recommendation": _recommendation(records, conditions, config, classes),
     }
     metrics["fidelity"], copy_distances = _fidelity(feature_model, real, synthetic, classes, device)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
@@ -128,6 +141,23 @@ def _class_counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
     return dict(zip(classes, np.bincount(labels, minlength=len(classes)).tolist()))
 
 
+def _recommendation(records: list[dict], conditions, config: EvaluateConfig, classes: list[str]) -> dict:
+    """Chosen on validation among the conditions that train on real images; then its TEST result, reported only."""
+    candidates = [c for c in conditions if c.real]
+    by_seed = lambda name: sorted((r for r in records if r["condition"] == name), key=lambda r: r["seed"])
+    choice = recommend({c.name: np.array([r["val_correct"] for r in by_seed(c.name)], dtype=float) for c in candidates},
+                       {c.name: share_of(c, config) for c in candidates}, {c.name: c.augment for c in candidates})
+    if choice["setting"] is not None:
+        chosen = by_seed(choice["setting"])
+        result = {"setting": choice["setting"], **summarize([r["accuracy"] for r in chosen])}
+        baseline = choice["validation"]["best_without_synthetic"]
+        if choice["use_synthetic"]:
+            result["gain_vs"] = baseline
+            result["gain"] = _gain(records, choice["setting"], baseline, classes)
+        choice["test_result"] = result
+    return choice
+
+
 def _fidelity(model, real, synthetic, classes, device) -> tuple[dict, np.ndarray]:
     """Fidelity of the synthetic set against the real TRAINING images (never the test set); also returns every
     synthetic image's distance to its nearest real image (for the report's histogram)."""
@@ -146,6 +176,12 @@ def _fidelity(model, real, synthetic, classes, device) -> tuple[dict, np.ndarray
 def result_rows(metrics: dict) -> list[list[str]]:
     """Rows of the human result table: verdicts first, then every condition (accuracy in percent)."""
     rows = []
+    choice = metrics.get("recommendation")
+    if choice:
+        result = choice.get("test_result")
+        tested = f"{100 * result['mean']:.2f}" if result else "n/a"
+        advice = "USE synthetic data" if choice["use_synthetic"] else "do NOT use synthetic data"
+        rows.append([f"recommendation: {choice['setting'] or 'none'}", tested, f"{advice} (chosen on validation)"])
     for name, gain in metrics["gain"].items():
         interval = "n/a" if gain["ci95"] is None else f"[{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]"
         worst = f"; worst class {100 * gain['worst_class_gain']['mean']:+.2f}" if "worst_class_gain" in gain else ""

@@ -11,3 +11,11 @@ def discriminator_hinge(real_scores: torch.Tensor, fake_scores: torch.Tensor) ->
 
 def generator_hinge(fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
+
+
+def mode_seeking_penalty(fake: torch.Tensor, z: torch.Tensor, half: int) -> torch.Tensor:
+    """MSGAN (Mao et al. 2019): images from two latents of one class should differ in proportion to the latents;
+    the penalty 1 / (image distance / latent distance) is small when they do. Pairs are (i, i + half)."""
+    image_distance = (fake[:half] - fake[half:2 * half]).abs().mean(dim=(1, 2, 3))
+    latent_distance = (z[:half] - z[half:2 * half]).abs().mean(dim=1)
+    return 1.0 / ((image_distance / latent_distance).mean() + 1e-5)

@@ -87,21 +87,35 @@ class Discriminator(nn.Module):
     then a 3x3 conv, global sum pooling and a projection term <embed(class), features>. For S=28, width=128:
     C x 28 x 28 -> 32 x 14 x 14 -> 64 x 7 x 7 -> 64 x 7 x 7 -> 64."""
 
-    def __init__(self, num_classes: int, channels: int, image_size: int, width: int):
+    def __init__(self, num_classes: int, channels: int, image_size: int, width: int, width_ratio: float = 0.5,
+                 minibatch_std: bool = False):
         super().__init__()
-        widths = [max(8, w // 2) for w in reversed(plan_widths(image_size, width))][1:]  # channels after each down block
+        widths = [max(8, int(w * width_ratio)) for w in reversed(plan_widths(image_size, width))][1:]  # after each down block
         layers, previous = [], channels
         for out in widths:
             layers += [spectral_norm(nn.Conv2d(previous, out, 4, 2, 1)), nn.LeakyReLU(0.2)]
             previous = out
-        layers += [spectral_norm(nn.Conv2d(previous, previous, 3, 1, 1)), nn.LeakyReLU(0.2)]
-        self.features = nn.Sequential(*layers)
+        self.down = nn.Sequential(*layers)
+        self.minibatch_std = minibatch_std
+        # One extra input channel carries the batch's feature spread: a collapsed generator shows a low one.
+        self.last = nn.Sequential(spectral_norm(nn.Conv2d(previous + minibatch_std, previous, 3, 1, 1)), nn.LeakyReLU(0.2))
         self.linear = spectral_norm(nn.Linear(previous, 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, previous))
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        h = self.features(images).sum(dim=(2, 3))                                         # B x F
+        h = self.down(images)
+        if self.minibatch_std:
+            h = torch.cat([h, _minibatch_std(h)], dim=1)                                  # B x (F+1) x s x s
+        h = self.last(h).sum(dim=(2, 3))                                                  # B x F
         return self.linear(h).squeeze(1) + (self.embed(labels) * h).sum(dim=1)
+
+
+def _minibatch_std(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """Per group of `group` images, the mean standard deviation of every feature, as one constant map (StyleGAN)."""
+    b, _, s, _ = h.shape
+    g = group if b % group == 0 else 1
+    spread = h.view(g, -1, *h.shape[1:]).std(dim=0, unbiased=False).mean(dim=(1, 2, 3))  # B/g
+    return spread.repeat(g)[:, None, None, None].expand(b, 1, s, s) if g > 1 else torch.zeros(b, 1, s, s, device=h.device, dtype=h.dtype)
 
 
 def build_generator(spec: dict) -> Generator:

@@ -16,12 +16,13 @@ from pipeline.config import TrainConfig
 from pipeline.device import autocast, pick_device, prepare_module
 from pipeline.errors import AugmentError
 from pipeline.gan.augment import diff_augment, parse_policy
-from pipeline.gan.losses import discriminator_hinge, generator_hinge
+from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_penalty
 from pipeline.gan.networks import Discriminator, build_generator, default_width, to_uint8
 from pipeline.gan.quality import COLUMNS as QUALITY_COLUMNS, QualityProbe
 from pipeline.progress import logger, track
 
 GRID_COLUMNS = 8
+BEST = "generator_best.safetensors"  # keep=best: EMA snapshot at the best sample grid so far
 LOG_EVERY = 50  # steps between loss rows; losses are read back (a host sync) only then
 
 
@@ -84,7 +85,8 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
     (out / "samples").mkdir(exist_ok=True)
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
-    generator, discriminator = build_generator(spec), Discriminator(len(classes), spec["channels"], spec["image_size"], spec["width"])
+    generator, discriminator = build_generator(spec), Discriminator(
+        len(classes), spec["channels"], spec["image_size"], spec["width"], config.discriminator_width, config.minibatch_std)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=(0.0, 0.99))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=(0.0, 0.99))
@@ -113,16 +115,22 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
         real = images[index].float() / 127.5 - 1.0
         batch_labels = labels[index]
         z = torch.randn(config.batch_size, config.z_dim, generator=rng).to(device)
+        fake_labels = batch_labels
+        if config.mode_seeking:  # pairs (i, i + B/2) share a class and differ in z only
+            half = config.batch_size // 2
+            fake_labels = torch.cat([batch_labels[:half], batch_labels[:half], batch_labels[2 * half:]])
         with autocast(device):
-            fake = g_step(z, batch_labels)
+            fake = g_step(z, fake_labels)
             real_scores = d_step(diff_augment(real, policy, rng), batch_labels)
-            fake_scores = d_step(diff_augment(fake.detach(), policy, rng), batch_labels)
+            fake_scores = d_step(diff_augment(fake.detach(), policy, rng), fake_labels)
             loss_d = discriminator_hinge(real_scores, fake_scores)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         with autocast(device):
-            loss_g = generator_hinge(d_step(diff_augment(fake, policy, rng), batch_labels))
+            loss_g = generator_hinge(d_step(diff_augment(fake, policy, rng), fake_labels))
+            if config.mode_seeking:
+                loss_g = loss_g + config.mode_seeking * mode_seeking_penalty(fake, z, half)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -143,12 +151,24 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
                 save_grid(out / "samples" / f"step_{step:06d}.png", ema(fixed_z, fixed_labels), len(classes))
             if probe:
                 quality.append([step, *(round(v, 5) for v in probe.measure(ema))])
+                if config.keep == "best" and quality[-1][1] <= min(float(row[1]) for row in quality):
+                    storage.save_tensors(out / BEST, ema.state_dict(), {"step": str(step)})
         if checkpoint_now:
             storage.write_csv(losses_path, ["step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_second"], rows)
             if probe:
                 storage.write_csv(quality_path, QUALITY_COLUMNS, quality)
             _save_checkpoint(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
-    return _finish(out, spec, ema, rows, time.perf_counter() - start)
+    return _finish(out, spec, _kept(out, config, ema), rows, time.perf_counter() - start)
+
+
+def _kept(out: Path, config: TrainConfig, ema: torch.nn.Module) -> torch.nn.Module:
+    """The EMA generator to export: the last one, or (keep=best) the snapshot with the lowest Fréchet distance."""
+    if config.keep != "best" or not (out / BEST).is_file():
+        return ema
+    best = copy.deepcopy(ema)
+    best.load_state_dict(storage.load_tensors(out / BEST))
+    logger.info("keeping the generator of step %s (lowest Fréchet distance)", storage.read_metadata(out / BEST)["step"])
+    return best
 
 
 def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:

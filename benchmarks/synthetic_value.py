@@ -1,0 +1,99 @@
+"""Issue #3's protocol: does the synthetic data help on held-out REAL images? Prints and writes a results table.
+
+    python benchmarks/synthetic_value.py --per-class 20 --seeds 10      # benchmarks/results/synthetic_value_k20.{json,md}
+
+Makes the low-data split of ../shared/data/mnist10k with ../shared/bench/make_split.py (K train images per class,
+5000 disjoint test images), runs `augment run` on it with the default params and `evaluate.seeds` raised to
+--seeds, and tabulates every condition with its 95% interval. The control the protocol asks for ("the same batch
+layout with the synthetic images replaced by extra augmented real ones") is the real+aug condition itself: synthetic
+images REPLACE a share of each batch, so replacing them back with augmented real images gives exactly real+aug.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-class", type=int, default=20, help="real training images per class in the split")
+    parser.add_argument("--seeds", type=int, default=10, help="classifier seeds (the protocol asks for at least 10)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/augment-bench"), help="scratch folder for split and run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra section.key=value")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    source = SHARED / "data" / "mnist10k"
+    if not source.is_dir():
+        sys.exit(f"synthetic_value: {source} is missing; this benchmark needs ../shared beside the project")
+    split, out = args.work / f"split{args.per_class}", args.work / f"run{args.per_class}"
+    shutil.rmtree(split, ignore_errors=True), shutil.rmtree(out, ignore_errors=True)
+    subprocess.run([sys.executable, str(SHARED / "bench" / "make_split.py"), str(source), str(split), "--per-class",
+                    str(args.per_class), "--test-total", "5000", "--seed", "0"], check=True, capture_output=True)
+    augment = Path(sys.executable).with_name("augment")
+    command = [str(augment), "run", "--no-dvc", "--dataset", str(split), "--out", str(out),
+               "--set", f"evaluate.seeds={args.seeds}", *(x for o in args.overrides for x in ("--set", o))]
+    load_before, clock = os.getloadavg(), time.perf_counter()
+    subprocess.run(command, check=True, cwd=args.work)
+    wall = time.perf_counter() - clock
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    result = {
+        "command": " ".join(["python benchmarks/synthetic_value.py", f"--per-class {args.per_class}", f"--seeds {args.seeds}",
+                             *(f"--set {o}" for o in args.overrides)]),
+        "augment_command": " ".join(command), "wall_seconds": round(wall, 1),
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "stage_seconds": _stage_seconds(out), "n_train_real": metrics["n_train_real"], "n_val": metrics["n_val"],
+        "n_test": metrics["n_test"], "seeds": metrics["seeds"],
+        "conditions": {name: {k: c[k] for k in ("accuracy_mean", "accuracy_std", "accuracy_runs", "macro_f1_mean",
+                                                "worst_class_accuracy_mean")} for name, c in metrics["conditions"].items()},
+        "gain": {name: {k: g[k] for k in ("mean", "ci95", "verdict", "min_detectable_gain", "runs")} for name, g in metrics["gain"].items()},
+        "recommendation": metrics["recommendation"],
+        "fidelity": {k: metrics["fidelity"][k] for k in ("frechet_distance", "precision", "recall", "density", "coverage")},
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    stem = args.results / f"synthetic_value_k{args.per_class}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def _stage_seconds(out: Path) -> dict:
+    read = lambda path: json.loads(path.read_text()) if path.is_file() else {}
+    return {"ingest": read(out / "ingest" / "stats.json").get("seconds"), "train": read(out / "gan" / "summary.json").get("seconds"),
+            "generate": read(out / "synthetic" / "summary.json").get("seconds"),
+            "evaluate": read(out / "evaluation" / "metrics.json").get("seconds")}
+
+
+def markdown(result: dict) -> str:
+    """The results as a markdown table with the command that produced them."""
+    lines = [f"`{result['command']}` — {result['n_train_real']} train + {result['n_val']} validation real images, "
+             f"{result['n_test']} test images, {result['seeds']} classifier seeds, wall {result['wall_seconds'] / 60:.1f} min "
+             f"(load average before/after {result['loadavg_before'][0]:.1f}/{result['loadavg_after'][0]:.1f})", "",
+             "| condition | accuracy % (mean ± std) | macro-F1 % | worst class % |", "|---|---|---|---|"]
+    for name, c in result["conditions"].items():
+        lines.append(f"| {name} | {100 * c['accuracy_mean']:.2f} ± {100 * c['accuracy_std']:.2f} | "
+                     f"{100 * c['macro_f1_mean']:.2f} | {100 * c['worst_class_accuracy_mean']:.1f} |")
+    lines += ["", "| paired gain | mean (points) | 95% CI | verdict |", "|---|---|---|---|"]
+    for name, g in result["gain"].items():
+        interval = "n/a" if g["ci95"] is None else f"[{100 * g['ci95'][0]:+.2f}, {100 * g['ci95'][1]:+.2f}]"
+        lines.append(f"| {name} | {100 * g['mean']:+.2f} | {interval} | {g['verdict']} |")
+    choice = result["recommendation"]
+    tested = choice.get("test_result")
+    lines += ["", f"Recommendation (chosen on validation): **{choice['setting']}**, use synthetic data: "
+              f"{choice['use_synthetic']}. {choice['reason']}." + (f" Test accuracy of that setting: "
+              f"{100 * tested['mean']:.2f} ± {100 * tested['std']:.2f}%." if tested else ""),
+              "", "Control (same batch layout, synthetic replaced by extra augmented real images) = the real+aug row.",
+              f"Fidelity: " + ", ".join(f"{k} {v:.3f}" for k, v in result["fidelity"].items()), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

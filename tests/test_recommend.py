@@ -1,0 +1,46 @@
+"""The recommendation: chosen on validation images only, conservative, and honest about what it could tell."""
+import numpy as np
+
+from pipeline.evaluate.recommend import recommend
+
+SHARES = {"real": 0.0, "real+aug": 0.0, "real+aug+synthetic": 0.5}
+AUGMENTED = {"real": False, "real+aug": True, "real+aug+synthetic": True}
+
+
+def _correct(rate: float, n: int = 40, seeds: int = 5, seed: int = 0) -> np.ndarray:
+    """seeds x n correctness: each image right with probability `rate` (the same draw for every seed + noise)."""
+    rng = np.random.default_rng(seed)
+    base = rng.random(n) < rate
+    flips = rng.random((seeds, n)) < 0.05
+    return np.where(flips, ~base, base).astype(float)
+
+
+def test_a_clear_validation_gain_recommends_the_synthetic_setting():
+    real_aug = _correct(0.6, seed=1)
+    better = np.maximum(real_aug, _correct(0.9, seed=2))  # right wherever real+aug is, and on many more images
+    choice = recommend({"real": _correct(0.5, seed=3), "real+aug": real_aug, "real+aug+synthetic": better}, SHARES, AUGMENTED)
+    assert choice["use_synthetic"] and choice["setting"] == "real+aug+synthetic" and choice["synthetic_share"] == 0.5
+    assert choice["validation"]["best_without_synthetic"] == "real+aug"
+    assert choice["validation"]["gain"]["ci95"][0] > 0 and "significant, so use" in choice["reason"]
+
+
+def test_no_better_on_validation_means_do_not_use_synthetic_data():
+    real_aug = _correct(0.8, seed=1)
+    slightly = real_aug.copy()
+    slightly[:, :2] = 1.0  # two more images right: within noise for 40 images
+    choice = recommend({"real": _correct(0.7, seed=3), "real+aug": real_aug, "real+aug+synthetic": slightly}, SHARES, AUGMENTED)
+    assert not choice["use_synthetic"] and choice["setting"] == "real+aug" and choice["synthetic_share"] == 0.0
+    assert "do not use synthetic data" in choice["reason"]
+
+
+def test_worse_on_validation_is_never_recommended():
+    real_aug = _correct(0.8, seed=1)
+    choice = recommend({"real": _correct(0.7, seed=3), "real+aug": real_aug, "real+aug+synthetic": real_aug * 0},
+                       SHARES, AUGMENTED)
+    assert not choice["use_synthetic"] and choice["validation"]["gain"]["verdict"] == "significant loss"
+
+
+def test_without_validation_images_nothing_is_recommended():
+    empty = np.zeros((5, 0))
+    choice = recommend({"real": empty, "real+aug": empty, "real+aug+synthetic": empty}, SHARES, AUGMENTED)
+    assert choice == {"use_synthetic": False, "setting": None, "reason": choice["reason"]} and "no validation" in choice["reason"]
