@@ -98,6 +98,14 @@ def _real_counts(ingest_dir: Path | None, classes: list[str]) -> dict[str, int |
     return {c: int(per_class[c]["train"]) for c in classes}
 
 
+def _remove_unlisted(out: Path, expected: set[Path]) -> None:
+    """An interrupted run with other per-class counts may have left images (and folders) this plan does not list."""
+    for stale in [p for p in out.glob("*/*.png") if p not in expected]:
+        stale.unlink()
+    for folder in [p for p in out.iterdir() if p.is_dir() and not any(p.iterdir())]:
+        folder.rmdir()
+
+
 def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest_dir: str | Path | None = None) -> dict:
     """Write out_dir/<class>/<i>.png, out_dir/manifest.csv (one row per image) and out_dir/per_class.csv (per class:
     real training count, generated count, reason); return the counts. Balance needs ingest_dir's stats.json."""
@@ -123,10 +131,7 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
     todo = [job for job in jobs if not (resuming and names[job].is_file())]
     if resuming:
         logger.info("resuming generation: %d of %d images already written", len(jobs) - len(todo), len(jobs))
-    if resuming:  # an interrupted run with other counts may have left images this plan does not list
-        expected = set(names.values())
-        for stale in [p for p in out.glob("*/*.png") if p not in expected]:
-            stale.unlink()
+        _remove_unlisted(out, set(names.values()))
     for name, count in zip(classes, counts):
         if count:  # no empty folders: torchvision's ImageFolder refuses a class folder without images
             (out / name).mkdir(exist_ok=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import subprocess
@@ -118,6 +119,13 @@ def test_balanced_generation_tops_up_rare_digits(digits_dir, tmp_path):
     assert dataset.classes == ["1", "2"] and len(dataset) == 17  # no empty folders for classes already at the target
     with pytest.raises(AugmentError, match="needs the ingest stage's stats.json"):
         generate.run(config.generate, tmp_path / "gan", tmp_path / "other")
+    # Resuming an interrupted run whose counts differ: images the new plan does not list go, listed ones are kept.
+    storage.write_json(tmp_path / "synthetic" / generate.STATE_FILE, {"checkpoint": result["checkpoint_sha256"], "seed": 0})
+    kept = (tmp_path / "synthetic" / "2" / "000001.png").read_bytes()
+    generate.run(dataclasses.replace(config.generate, balance=False, per_class=2), tmp_path / "gan", tmp_path / "synthetic")
+    written = sorted(p.relative_to(tmp_path / "synthetic").as_posix() for p in (tmp_path / "synthetic").rglob("*.png"))
+    assert written == [f"{d}/{i:06d}.png" for d in range(10) for i in range(2)]
+    assert (tmp_path / "synthetic" / "2" / "000001.png").read_bytes() == kept
 
 
 def test_color_photos_64px_end_to_end_with_balance(cli_env, tmp_path):
