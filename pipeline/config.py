@@ -52,7 +52,9 @@ class GenerateConfig:
     per_class: int = 1000            # synthetic images per class; with balance: the target TOTAL (real train + synthetic)
                                      # per class, 0 = the largest class's real training count
     balance: bool = False            # top up rare classes: class c gets max(0, target - its real training images)
-    seed: int = 0                    # image i of class c uses seed + c * 1_000_000_000 + i
+    seed: int = 0                    # candidate i of class c uses seed + c * 1_000_000_000 + i
+    filter: str = "none"             # none | teacher: keep the candidates a real-trained classifier is surest of
+    oversample: float = 3.0          # filter=teacher: candidates drawn per kept image
     batch_size: int = 256
     device: str = "auto"
 
@@ -234,6 +236,8 @@ def validate(config: Config) -> None:
            "0 means 'up to the largest class' only with --balance)")
     _check(generate.per_class <= 10_000_000, f"generate.per_class {generate.per_class} is absurdly large (max 10,000,000)")
     _check(generate.batch_size >= 1, "generate.batch_size must be at least 1")
+    _check(generate.filter in ("none", "teacher"), f"generate.filter must be none or teacher, got {generate.filter!r}")
+    _check(1.0 <= generate.oversample <= 100, f"generate.oversample must be in [1, 100], got {generate.oversample}")
     _check(evaluate.seeds >= 1, f"evaluate.seeds must be at least 1, got {evaluate.seeds}")
     _check(evaluate.steps >= 1 and evaluate.batch_size >= 2, "evaluate.steps must be >= 1 and evaluate.batch_size >= 2")
     _check(evaluate.lr > 0, "evaluate.lr must be positive")

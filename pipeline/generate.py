@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline import storage
+from pipeline import filtering, storage
 from pipeline.config import GenerateConfig
 from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
@@ -49,6 +49,25 @@ def _load_generator(gan_dir: Path, device: torch.device) -> tuple[torch.nn.Modul
     except RuntimeError as error:
         raise AugmentError(f"'{weights_path}' does not match '{spec_path}' ({str(error).splitlines()[0]}); retrain") from None
     return prepare_module(generator.eval(), device), spec, storage.sha256_file(weights_path)
+
+
+def _candidates(config: GenerateConfig, count: int) -> int:
+    return max(count, int(round(count * config.oversample)))
+
+
+def _seeds(config: GenerateConfig, generator, spec: dict, ingest_dir, device,
+           counts: list[int]) -> tuple[dict[int, list[int]], dict | None]:
+    """Each class's seeds in writing order: the first counts[c] seeds, or (filter=teacher) the counts[c] best of
+    counts[c] * oversample candidates, with their teacher scores."""
+    classes = range(len(spec["classes"]))
+    if config.filter == "none":
+        return {c: [sample_seed(config, c, i) for i in range(counts[c])] for c in classes}, None
+    if ingest_dir is None:
+        raise AugmentError("generate.filter=teacher needs the ingested training images (run the ingest stage first)")
+    teacher = filtering.train_teacher(ingest_dir, config.seed, device)
+    candidates = {c: [sample_seed(config, c, i) for i in range(_candidates(config, counts[c]))] for c in classes}
+    return filtering.select_seeds(generator, teacher, candidates, {c: counts[c] for c in classes}, noise_for,
+                                  spec["z_dim"], config.batch_size, device)
 
 
 def estimated_bytes(per_class: int, num_classes: int, image_size: int, channels: int) -> int:
@@ -119,13 +138,14 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
     plan = plan_counts(config, real_counts)
     counts = [row["generated"] for row in plan]
     check_disk_space(out, estimated_bytes(max(counts), len(classes), spec["image_size"], spec["channels"]))
-    state = {"checkpoint": checkpoint, "seed": config.seed}
+    state = {"checkpoint": checkpoint, "seed": config.seed, "filter": config.filter, "oversample": config.oversample}
     resuming = (out / STATE_FILE).is_file() and storage.read_json(out / STATE_FILE) == state
     if resuming:
         storage.remove_stale_temp_files(out)
     else:
         storage.fresh_dir(out)
         storage.write_json(out / STATE_FILE, state)
+    seeds, scores = _seeds(config, generator, spec, ingest_dir, device, counts)
     jobs = [(c, i) for c in range(len(classes)) for i in range(counts[c])]
     names = {(c, i): out / classes[c] / f"{i:06d}.png" for c, i in jobs}
     todo = [job for job in jobs if not (resuming and names[job].is_file())]
@@ -139,7 +159,7 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, torch.no_grad():
         pending = []
         for batch in track(batches, len(batches), "generate: batches"):
-            z = noise_for([sample_seed(config, c, i) for c, i in batch], spec["z_dim"]).to(device)
+            z = noise_for([seeds[c][i] for c, i in batch], spec["z_dim"]).to(device)
             labels = torch.tensor([c for c, _ in batch], device=device)
             pixels = to_uint8(generator(z, labels))
             pending += [pool.submit(_write_png, names[job], p) for job, p in zip(batch, pixels)]
@@ -147,13 +167,18 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
                 pending.pop(0).result()  # bounds memory and re-raises a failed write
         for future in pending:
             future.result()
-    rows = [[f"{classes[c]}/{names[(c, i)].name}", classes[c], sample_seed(config, c, i), checkpoint] for c, i in jobs]
-    storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
+    rows = [[f"{classes[c]}/{names[(c, i)].name}", classes[c], seeds[c][i], checkpoint, scores[c][i] if scores else ""]
+            for c, i in jobs]
+    storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256", "teacher_score"], rows)
     storage.write_csv(out / "per_class.csv", ["class", "real_train", "generated", "reason"],
                       [[r["class"], "" if r["real_train"] is None else r["real_train"], r["generated"], r["reason"]] for r in plan])
     (out / STATE_FILE).unlink()
     summary = {"per_class": config.per_class, "balance": config.balance, "classes": classes, "n_images": len(jobs),
                "generated": {r["class"]: r["generated"] for r in plan}, "checkpoint_sha256": checkpoint,
-               "seconds": round(time.perf_counter() - start, 2)}
+               "filter": config.filter, "seconds": round(time.perf_counter() - start, 2)}
+    if scores:
+        summary["candidates_per_class"] = ({classes[c]: _candidates(config, n) for c, n in enumerate(counts)} if config.balance
+                                           else _candidates(config, config.per_class))
+        summary["min_teacher_score"] = {classes[c]: min(v) for c, v in scores.items() if v}
     storage.write_json(out / "summary.json", summary)
     return summary

@@ -9,11 +9,13 @@ import pytest
 import torchvision
 from scipy import stats as scipy_stats
 
-from conftest import tiny_config
-from pipeline import generate, ingest, storage
-from pipeline.evaluate import stage as evaluate
 import torch
+from PIL import Image
 
+from conftest import tiny_config
+from pipeline import filtering, generate, ingest, storage
+from pipeline.errors import AugmentError
+from pipeline.evaluate import stage as evaluate
 from pipeline.evaluate import fidelity
 from pipeline.evaluate.classifier import CONDITIONS, classical_augment, predict, train_classifier
 from pipeline.evaluate.stats import paired_gain, summarize, verdict, verdict_note
@@ -58,7 +60,8 @@ def test_interrupted_generation_completes_only_missing_images(trained, tmp_path)
     complete = _pixels(tmp_path / "syn")
     # Simulate an interruption: the state file is back, the manifest and some images are missing.
     storage.write_json(tmp_path / "syn" / generate.STATE_FILE,
-                       {"checkpoint": storage.sha256_file(out / "gan" / "generator_ema.safetensors"), "seed": config.generate.seed})
+                       {"checkpoint": storage.sha256_file(out / "gan" / "generator_ema.safetensors"), "seed": config.generate.seed,
+                        "filter": config.generate.filter, "oversample": config.generate.oversample})
     (tmp_path / "syn" / "manifest.csv").unlink()
     for name in ("3/000004.png", "7/000000.png"):
         (tmp_path / "syn" / name).unlink()
@@ -67,6 +70,28 @@ def test_interrupted_generation_completes_only_missing_images(trained, tmp_path)
     generate.run(config.generate, out / "gan", tmp_path / "syn")
     assert _pixels(tmp_path / "syn") == complete
     assert kept.stat().st_mtime_ns == before, "images already written must not be rewritten"
+
+
+def test_teacher_filter_keeps_the_best_scored_candidates(trained, tmp_path):
+    out, config = trained
+    chosen = dataclasses.replace(config.generate, filter="teacher", oversample=3.0)
+    summary = generate.run(chosen, out / "gan", tmp_path / "filtered", out / "ingest")
+    rows = list(csv.DictReader(open(tmp_path / "filtered" / "manifest.csv")))
+    assert summary["n_images"] == len(rows) == 10 * chosen.per_class and summary["candidates_per_class"] == 30
+    for digit in map(str, range(10)):
+        kept = [r for r in rows if r["class"] == digit]
+        scores = [float(r["teacher_score"]) for r in kept]
+        assert len(kept) == chosen.per_class and scores == sorted(scores, reverse=True)
+        assert all(0 <= int(r["seed"]) - generate.sample_seed(chosen, int(digit), 0) < 30 for r in kept)
+    # the unfiltered set is the first per_class candidates; the filter's picks must score at least as well on average
+    plain = generate.run(config.generate, out / "gan", tmp_path / "plain")
+    teacher = filtering.train_teacher(out / "ingest", chosen.seed, torch.device("cpu"))
+    mean_score = lambda folder: float(np.mean([torch.softmax(teacher(torch.from_numpy(
+        np.asarray(Image.open(folder / r["file"]))[None, None].copy()).float() / 127.5 - 1), 1)[0, int(r["class"])].item()
+        for r in csv.DictReader(open(folder / "manifest.csv"))]))
+    assert plain["filter"] == "none" and mean_score(tmp_path / "filtered") > mean_score(tmp_path / "plain")
+    with pytest.raises(AugmentError, match="needs the ingested training images"):
+        generate.run(chosen, out / "gan", tmp_path / "no-ingest")
 
 
 def test_stats_match_a_paired_t_interval():
