@@ -35,9 +35,9 @@ class TrainConfig:
     ema_halflife_kimg: float = 5.0   # EMA half-life in thousands of generated images
     augment: str = "translation,cutout"  # DiffAugment policy applied to real and fake before D ("" = none)
     discriminator_width: float = 0.5  # discriminator channels relative to the generator's at the same side
-    minibatch_std: bool = False      # discriminator sees each batch's feature spread (penalises collapse)
-    mode_seeking: float = 0.0        # weight of the mode-seeking term (MSGAN): two z, one class, images must differ
-    keep: str = "last"               # last | best: export the EMA generator of the last step or of the sample grid
+    minibatch_std: bool = True       # discriminator sees each batch's feature spread (penalises collapse)
+    mode_seeking: float = 0.3        # weight of the mode-seeking term (MSGAN): two z, one class, images must differ
+    keep: str = "best"               # last | best: export the EMA generator of the last step or of the sample grid
                                      # with the lowest Fréchet distance (needs track_quality)
     sample_every: int = 500          # steps between sample grids and quality measurements
     track_quality: bool = True       # measure the EMA generator's fidelity at every sample grid (gan/quality.csv)
@@ -53,7 +53,7 @@ class GenerateConfig:
                                      # per class, 0 = the largest class's real training count
     balance: bool = False            # top up rare classes: class c gets max(0, target - its real training images)
     seed: int = 0                    # candidate i of class c uses seed + c * 1_000_000_000 + i
-    filter: str = "none"             # none | teacher: keep the candidates a real-trained classifier is surest of
+    filter: str = "teacher"          # none | teacher: keep the candidates a real-trained classifier is surest of
     oversample: float = 3.0          # filter=teacher: candidates drawn per kept image
     batch_size: int = 256
     device: str = "auto"
