@@ -107,7 +107,7 @@ def test_balanced_generation_tops_up_rare_digits(digits_dir, tmp_path):
     for label, keep in (("1", 10), ("2", 5)):  # 20 per class elsewhere: after test and validation, train 13, 6 and 3
         for path in sorted((data / label).iterdir())[keep:]:
             path.unlink()
-    config = tiny_config(data, "train.steps=2", "train.track_quality=false", "generate.balance=true", "generate.per_class=0")
+    config = tiny_config(data, "train.steps=2", "train.track_quality=false", "train.keep=last", "generate.filter=none", "generate.balance=true", "generate.per_class=0")
     ingest.run(config.ingest, tmp_path / "ingest")
     train.run(config.train, tmp_path / "ingest", tmp_path / "gan")
     result = generate.run(config.generate, tmp_path / "gan", tmp_path / "synthetic", tmp_path / "ingest")
@@ -135,7 +135,7 @@ def test_color_photos_64px_end_to_end_with_balance(cli_env, tmp_path):
     before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
     out = tmp_path / "out"
     sets = ["ingest.image_size=64", "train.steps=4", "train.batch_size=8", "train.sample_every=2", "train.checkpoint_every=4",
-            "train.track_quality=false", "evaluate.steps=15", "evaluate.seeds=2", "evaluate.batch_size=16", "evaluate.width=8"]
+            "train.track_quality=false", "train.keep=last", "generate.filter=none", "evaluate.steps=15", "evaluate.seeds=2", "evaluate.batch_size=16", "evaluate.width=8"]
     result = subprocess.run([str(BIN / "augment"), "run", "--no-dvc", "--dataset", str(data), "--balance", "--out", str(out),
                              *(a for s in sets for a in ("--set", s))], env={**cli_env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, capture_output=True,
                             text=True, timeout=600)
