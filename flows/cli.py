@@ -5,6 +5,7 @@ import atexit
 import logging
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -79,7 +80,8 @@ def _print_result(metrics: dict, out_dir: Path) -> None:
 @app.command()
 def run(
     dataset: Annotated[Optional[Path], typer.Option(help="ImageFolder with one sub-folder per class (optionally train/ and test/).")] = None,
-    per_class: PerClassOption = None,
+    per_class: Annotated[Optional[int], typer.Option(help="Synthetic images to generate per class (generate.per_class); with --balance, the target total of real + synthetic images per class.")] = None,
+    balance: Annotated[Optional[bool], typer.Option("--balance/--no-balance", help="Top up every class to the same total: to --per-class if given, else to the largest class's real training count (generate.balance).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder; default: runs/<dataset folder name> (outputs/ in a DVC project).")] = None,
     params: ParamsOption = None,
     set_: SetOption = None,
@@ -95,7 +97,7 @@ def run(
 
     from pipeline.ingest import check_output_location
 
-    overrides, config = _config_with_shorthands(dataset, per_class, params, set_, out)
+    overrides, config = _config_with_shorthands(dataset, per_class, params, set_, out, balance)
     task_runner(runner, dask_address, dask_workers, torch_threads)  # checks the options before anything starts
     use_dvc = versioning.is_dvc_project(Path.cwd()) if dvc is None else dvc
     if use_dvc:
@@ -124,7 +126,8 @@ def run(
 
 
 def _config_with_shorthands(dataset: Optional[Path], per_class: Optional[int], params: Optional[Path],
-                            set_: Optional[list[str]], out: Optional[Path]) -> tuple[list[str], config_module.Config]:
+                            set_: Optional[list[str]], out: Optional[Path],
+                            balance: Optional[bool] = None) -> tuple[list[str], config_module.Config]:
     """The config from params + shorthands + --set; fails fast on the dataset and disk space."""
     from pipeline.generate import check_disk_space, estimated_bytes
     from pipeline.ingest import scan
@@ -134,12 +137,17 @@ def _config_with_shorthands(dataset: Optional[Path], per_class: Optional[int], p
         overrides.append(f"ingest.dataset={dataset}")
     if per_class is not None:
         overrides.append(f"generate.per_class={per_class}")
+    if balance is not None:
+        overrides.append(f"generate.balance={balance}")
+        if balance and per_class is None:
+            overrides.append("generate.per_class=0")  # no explicit target: up to the largest class
     overrides += list(set_ or [])
     config = _load_config(params, overrides)
     # Fail fast, before a Prefect server starts and hours before generation, on what can be checked now.
     candidates, _ = scan(config.ingest.dataset)
-    num_classes = len({c.label for c in candidates})
-    check_disk_space(out or Path("."), estimated_bytes(config.generate.per_class, num_classes, config.ingest.image_size, 3))
+    files_per_class = Counter(c.label for c in candidates)  # the largest bounds a balanced run's top-up per class
+    check_disk_space(out or Path("."), estimated_bytes(max(config.generate.per_class, max(files_per_class.values())),
+                                                       len(files_per_class), config.ingest.image_size, 3))
     return overrides, config
 
 

@@ -140,7 +140,7 @@ def test_augment_run_inside_a_dvc_project_is_versioned(digits_dir, cli_env, tmp_
     assert set(lock) == set(STAGES)
     assert lock["generate"]["params"]["params.yaml"]["generate"]["per_class"] == 7
     outs = {o["path"]: o for o in lock["generate"]["outs"]}
-    assert outs["outputs/synthetic"]["nfiles"] == 7 * 10 + 2  # images + manifest.csv + summary.json
+    assert outs["outputs/synthetic"]["nfiles"] == 7 * 10 + 3  # images + manifest.csv + summary.json + per_class.csv
     metrics = json.loads((repo / "outputs" / "evaluation" / "metrics.json").read_text())
     assert metrics["seeds"] == 3 and metrics["n_synthetic"] == 70
     again = sh([str(BIN / "augment"), "run"], repo, cli_env)  # nothing changed: every stage is skipped
