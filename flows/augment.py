@@ -106,8 +106,11 @@ def stages_flow(config: config_module.Config, out_dir: str, torch_threads: Optio
         classes = per_class.class_names(storage.stage_dirs(out_dir)["ingest"])
         _fan_out(train_class_task, "train", classes, config.train, out_dir, torch_threads)
         merge_task.with_options(name="train-merge")(config.train, out_dir)
+    if config.train.mode == "per_class" and config.generate.filter == "none" and not config.generate.balance:
         _fan_out(generate_class_task, "generate", classes, config.generate, out_dir, torch_threads)
         generate_merge_task.with_options(name="generate-merge")(config.generate, out_dir)
+    elif config.train.mode == "per_class":  # the teacher filter and balancing plan across classes: one task
+        stage_task.with_options(name="generate")("generate", config, out_dir)
     else:
         stage_task.with_options(name="train")("train", config, out_dir)
         stage_task.with_options(name="generate")("generate", config, out_dir)
