@@ -70,7 +70,7 @@ def generate_class_task(config: config_module.GenerateConfig, out_dir: str, name
 @task(**RETRY)
 def generate_merge_task(config: config_module.GenerateConfig, out_dir: str) -> dict:
     dirs = storage.stage_dirs(out_dir)
-    return generate.merge_classes(config, dirs["gan"], dirs["synthetic"])
+    return generate.merge_classes(config, dirs["gan"], dirs["synthetic"], dirs["ingest"])
 
 
 @task(**RETRY)

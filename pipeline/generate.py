@@ -211,7 +211,7 @@ def run_class(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, 
     return summary
 
 
-def merge_classes(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path) -> dict:
+def merge_classes(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest_dir: str | Path | None = None) -> dict:
     """Join the classes run_class wrote into manifest.csv (what evaluate reads); drop anything else in out_dir."""
     spec = storage.read_json(Path(gan_dir) / "generator.json")
     checkpoint = storage.sha256_file(Path(gan_dir) / "generator_ema.safetensors")
@@ -231,6 +231,9 @@ def merge_classes(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Pa
         if stale.name not in spec["classes"]:
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
+    plan = plan_counts(config, _real_counts(Path(ingest_dir) if ingest_dir is not None else None, spec["classes"]))
+    storage.write_csv(out / "per_class.csv", ["class", "real_train", "generated", "reason"],
+                      [[r["class"], "" if r["real_train"] is None else r["real_train"], r["generated"], r["reason"]] for r in plan])
     summary = {"per_class": config.per_class, "classes": spec["classes"], "n_images": len(rows),
                "checkpoint_sha256": checkpoint, "seconds": round(seconds, 2)}  # summed over the classes' tasks
     storage.write_json(out / "summary.json", summary)

@@ -16,7 +16,7 @@ from pipeline.config import TrainConfig
 from pipeline.errors import AugmentError
 from pipeline.gan import train
 from pipeline.gan.augment import diff_augment, parse_policy
-from pipeline.gan.losses import discriminator_hinge, generator_hinge
+from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_penalty
 from pipeline.gan.networks import Discriminator, build_generator
 from pipeline.progress import logger
 
@@ -33,8 +33,8 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path, device
     if not dist.is_initialized():
         raise AugmentError("distributed training needs a process group: start it with torchrun (see README)")
     rank, world_size = dist.get_rank(), dist.get_world_size()
-    if config.mode_seeking or config.keep != "last":
-        raise AugmentError("distributed training supports neither train.mode_seeking nor train.keep=best yet; unset them")
+    if config.keep != "last" and rank == 0:
+        logger.warning("distributed training measures no quality during training: train.keep=best keeps the last generator")
     if config.batch_size % world_size:
         raise AugmentError(f"train.batch_size {config.batch_size} must be divisible by the {world_size} processes")
     start, out = time.perf_counter(), Path(out_dir)
@@ -60,17 +60,22 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path, device
     for step in range(1, config.steps + 1):
         index = mine[torch.randint(0, len(mine), (local_batch,), generator=rng)].to(device)
         real, batch_labels = images[index].float() / 127.5 - 1.0, labels[index]
-        fake = ddp_g(torch.randn(local_batch, config.z_dim, generator=rng).to(device), batch_labels)
+        z, fake_labels, half = torch.randn(local_batch, config.z_dim, generator=rng).to(device), batch_labels, local_batch // 2
+        if config.mode_seeking:  # pairs (i, i + half) share a class and differ in z only, as in train.run
+            fake_labels = torch.cat([batch_labels[:half], batch_labels[:half], batch_labels[2 * half:]])
+        fake = ddp_g(z, fake_labels)
         # One D forward per backward (DDP's rule): real and fake go through together.
         both = torch.cat([diff_augment(real, policy, rng), diff_augment(fake.detach(), policy, rng)])
-        scores = ddp_d(both, torch.cat([batch_labels, batch_labels]))
+        scores = ddp_d(both, torch.cat([batch_labels, fake_labels]))
         loss_d = discriminator_hinge(scores[:local_batch], scores[local_batch:])
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         # D frozen for G's step: no D gradients, so D's DDP hooks stay quiet; G's gradients are averaged.
         discriminator.requires_grad_(False)
-        loss_g = generator_hinge(discriminator(diff_augment(fake, policy, rng), batch_labels))
+        loss_g = generator_hinge(discriminator(diff_augment(fake, policy, rng), fake_labels))
+        if config.mode_seeking:
+            loss_g = loss_g + config.mode_seeking * mode_seeking_penalty(fake, z, half)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

@@ -163,6 +163,9 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
 
 def _kept(out: Path, config: TrainConfig, ema: torch.nn.Module) -> torch.nn.Module:
     """The EMA generator to export: the last one, or (keep=best) the snapshot with the lowest Fréchet distance."""
+    if config.keep == "best" and not config.track_quality:
+        logger.warning("train.keep=best picks by the quality measured during training, which train.track_quality=false "
+                       "turned off: keeping the last generator")
     if config.keep != "best" or not (out / BEST).is_file():
         return ema
     best = copy.deepcopy(ema)
