@@ -1,19 +1,26 @@
-"""The Prefect flows: one task per pipeline stage, wired in order. No computation lives here."""
+"""The Prefect flows: one task per pipeline function, wired in order; per-class training and classifier seeds fan
+out over the chosen task runner. No computation lives here."""
 from __future__ import annotations
 
-from datetime import datetime
+import os
+import socket
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import versioning
+from flows.runners import limit_torch_threads, task_runner
 from flows.stages import STAGES, run_stage
 from pipeline import config as config_module
-from pipeline import storage
+from pipeline import generate, storage
 from pipeline.errors import AugmentError, TransientError
+from pipeline.evaluate import stage as evaluate_stage
 from pipeline.evaluate.stage import result_rows
+from pipeline.gan import per_class
 
 
 def _worth_retrying(task, task_run, state) -> bool:
@@ -31,9 +38,52 @@ def _worth_retrying(task, task_run, state) -> bool:
 
 # Stages touch the file system and can fail transiently; a retried stage resumes (training from its checkpoint,
 # generation from the images already written).
-@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, retry_condition_fn=_worth_retrying)
+RETRY = dict(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, retry_condition_fn=_worth_retrying)
+
+
+@task(**RETRY)
 def stage_task(name: str, config: config_module.Config, out_dir: str) -> dict:
     return run_stage(name, config, out_dir)
+
+
+@task(**RETRY)
+def train_class_task(config: config_module.TrainConfig, out_dir: str, name: str, torch_threads: Optional[int]) -> dict:
+    limit_torch_threads(torch_threads)
+    print(f"training class {name} in process {os.getpid()} on {socket.gethostname()}")  # shows where Dask ran it
+    dirs = storage.stage_dirs(out_dir)
+    return per_class.train_class(config, dirs["ingest"], dirs["gan"], name)
+
+
+@task(**RETRY)
+def merge_task(config: config_module.TrainConfig, out_dir: str) -> dict:
+    dirs = storage.stage_dirs(out_dir)
+    return per_class.merge(config, dirs["ingest"], dirs["gan"])
+
+
+@task(**RETRY)
+def generate_class_task(config: config_module.GenerateConfig, out_dir: str, name: str, torch_threads: Optional[int]) -> dict:
+    limit_torch_threads(torch_threads)
+    dirs = storage.stage_dirs(out_dir)
+    return generate.run_class(config, dirs["gan"], dirs["synthetic"], name)
+
+
+@task(**RETRY)
+def generate_merge_task(config: config_module.GenerateConfig, out_dir: str) -> dict:
+    dirs = storage.stage_dirs(out_dir)
+    return generate.merge_classes(config, dirs["gan"], dirs["synthetic"], dirs["ingest"])
+
+
+@task(**RETRY)
+def evaluate_seed_task(config: config_module.EvaluateConfig, out_dir: str, seed: int, torch_threads: Optional[int]) -> str:
+    limit_torch_threads(torch_threads)
+    dirs = storage.stage_dirs(out_dir)
+    return str(evaluate_stage.run_seed(config, dirs["ingest"], dirs["synthetic"], dirs["evaluation"], seed))
+
+
+@task(**RETRY)
+def aggregate_task(config: config_module.EvaluateConfig, out_dir: str) -> dict:
+    dirs = storage.stage_dirs(out_dir)
+    return evaluate_stage.aggregate(config, dirs["ingest"], dirs["synthetic"], dirs["gan"], dirs["evaluation"])
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying)
@@ -48,15 +98,55 @@ def _run_name() -> str:
     return f"augment-{dataset}-{datetime.now():%Y-%m-%d-%H%M}"
 
 
+@flow(name="augment-stages", log_prints=True)
+def stages_flow(config: config_module.Config, out_dir: str, torch_threads: Optional[int] = None) -> dict:
+    """The four stages; per-class generators and classifier seeds are mapped over the flow's task runner."""
+    stage_task.with_options(name="ingest")("ingest", config, out_dir)
+    if config.train.mode == "per_class":
+        classes = per_class.class_names(storage.stage_dirs(out_dir)["ingest"])
+        _fan_out(train_class_task, "train", classes, config.train, out_dir, torch_threads)
+        merge_task.with_options(name="train-merge")(config.train, out_dir)
+    if config.train.mode == "per_class" and config.generate.filter == "none" and not config.generate.balance:
+        _fan_out(generate_class_task, "generate", classes, config.generate, out_dir, torch_threads)
+        generate_merge_task.with_options(name="generate-merge")(config.generate, out_dir)
+    elif config.train.mode == "per_class":  # the teacher filter and balancing plan across classes: one task
+        stage_task.with_options(name="generate")("generate", config, out_dir)
+    else:
+        stage_task.with_options(name="train")("train", config, out_dir)
+        stage_task.with_options(name="generate")("generate", config, out_dir)
+    _fan_out(evaluate_seed_task, "evaluate-seed", list(range(config.evaluate.seeds)), config.evaluate, out_dir, torch_threads)
+    return aggregate_task.with_options(name="evaluate-aggregate")(config.evaluate, out_dir)
+
+
+def _fan_out(each, label: str, items: list, section, out_dir: str, torch_threads: Optional[int]) -> list:
+    """Submit one task per item to the task runner, then wait for all; a failure re-raises as itself (a user
+    error stays one line)."""
+    futures = [each.with_options(name=f"{label}-{item}").submit(section, out_dir, item, torch_threads) for item in items]
+    return [future.result() for future in futures]
+
+
 @flow(name="augment", flow_run_name=_run_name, log_prints=True)
-def augment_flow(params: dict, out_dir: str) -> dict:
-    """Ingest, train the GAN, generate, evaluate; return metrics.json's content."""
+def augment_flow(params: dict, out_dir: str, run_folder: bool = False, runner: str = "local",
+                 dask_address: Optional[str] = None, dask_workers: Optional[int] = None,
+                 torch_threads: Optional[int] = None) -> dict:
+    """Ingest, train the GAN, generate, evaluate; return metrics.json's content. With run_folder, out_dir is a
+    parent and this run writes to its own new folder in it (scheduled runs never overwrite each other)."""
     config = config_module.from_dict(params)
+    if run_folder:
+        out_dir = str(Path(out_dir) / _run_folder_name(config))
+    print(f"writing to {out_dir}")
     storage.write_json(Path(out_dir) / "config.json", config.to_dict())
-    for name in STAGES:
-        result = stage_task.with_options(name=name)(name, config, out_dir)
+    runner_instance, threads = task_runner(runner, dask_address, dask_workers, torch_threads)
+    result = stages_flow.with_options(task_runner=runner_instance)(config, out_dir, threads)
     _publish(result, out_dir)
-    return result
+    return {**result, "out_dir": out_dir}
+
+
+def _run_folder_name(config: config_module.Config) -> str:
+    """<dataset>-<UTC date and time>-<flow-run id prefix>: sortable, and unique even for two runs in one second."""
+    from prefect.runtime import flow_run
+
+    return f"{Path(config.ingest.dataset).name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{str(flow_run.id)[:8]}"
 
 
 @flow(name="augment-dvc", flow_run_name=_run_name, log_prints=True)
@@ -72,4 +162,5 @@ def augment_dvc_flow(params: dict, repo: str) -> dict:
 def _publish(metrics: dict, out_dir: str) -> None:
     """The result table as a Prefect artifact, visible on the flow run's page."""
     rows = ["| condition | accuracy (%) | runs / verdict |", "|---|---|---|"] + [f"| {' | '.join(r)} |" for r in result_rows(metrics)]
-    create_markdown_artifact(markdown="\n".join(rows), key="augment-result", description=f"augment result for {out_dir}")
+    create_markdown_artifact(markdown=f"Outputs: `{out_dir}`\n\n" + "\n".join(rows), key="augment-result",
+                             description=f"augment result for {out_dir}")

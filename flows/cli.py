@@ -5,6 +5,7 @@ import atexit
 import logging
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,6 +23,13 @@ console = Console(stderr=True, soft_wrap=True)
 
 ParamsOption = Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read; default: ./params.yaml when present, else built-in defaults.")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override one key, e.g. --set train.steps=300 (repeatable).")]
+PerClassOption = Annotated[Optional[int], typer.Option(help="Synthetic images to generate per class (generate.per_class).")]
+RunnerOption = Annotated[str, typer.Option(help="Where fanned-out tasks (per-class generators, classifier seeds) run: local (one at a time) or dask.")]
+DaskAddressOption = Annotated[Optional[str], typer.Option(help="An existing Dask scheduler, e.g. tcp://host:8786 (with --runner dask); default: a LocalCluster on this machine.")]
+DaskWorkersOption = Annotated[Optional[int], typer.Option(help="Worker processes of the LocalCluster (1 thread each); default: one per CPU core.")]
+TorchThreadsOption = Annotated[Optional[int], typer.Option(help="torch threads per task with --runner dask; default 1 (one worker per core).")]
+CronOption = Annotated[str, typer.Option(help='Cron schedule of the runs, e.g. "0 3 * * *" (every day at 03:00).')]
+NameOption = Annotated[str, typer.Option(help="Deployment name; the deployment is augment/NAME.")]
 
 
 def _quiet_environment() -> None:
@@ -72,34 +80,31 @@ def _print_result(metrics: dict, out_dir: Path) -> None:
 @app.command()
 def run(
     dataset: Annotated[Optional[Path], typer.Option(help="ImageFolder with one sub-folder per class (optionally train/ and test/).")] = None,
-    per_class: Annotated[Optional[int], typer.Option(help="Synthetic images to generate per class (generate.per_class).")] = None,
+    per_class: Annotated[Optional[int], typer.Option(help="Synthetic images to generate per class (generate.per_class); with --balance, the target total of real + synthetic images per class.")] = None,
+    balance: Annotated[Optional[bool], typer.Option("--balance/--no-balance", help="Top up every class to the same total: to --per-class if given, else to the largest class's real training count (generate.balance).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder; default: runs/<dataset folder name> (outputs/ in a DVC project).")] = None,
     params: ParamsOption = None,
     set_: SetOption = None,
     dvc: Annotated[Optional[bool], typer.Option("--dvc/--no-dvc", help="Run the stages through `dvc repro` so dvc.lock versions them; default: when the current folder is a DVC project.")] = None,
+    runner: RunnerOption = "local",
+    dask_address: DaskAddressOption = None,
+    dask_workers: DaskWorkersOption = None,
+    torch_threads: TorchThreadsOption = None,
 ) -> None:
     """Run the whole pipeline (ingest, train, generate, evaluate) as a Prefect flow and print the result table."""
     from flows import versioning
+    from flows.runners import task_runner
 
-    overrides = []  # shorthands first, so an explicit --set of the same key wins
-    if dataset is not None:
-        overrides.append(f"ingest.dataset={dataset}")
-    if per_class is not None:
-        overrides.append(f"generate.per_class={per_class}")
-    overrides += list(set_ or [])
-    config = _load_config(params, overrides)
-    from pipeline.generate import check_disk_space, estimated_bytes
-    from pipeline.ingest import check_output_location, scan
+    from pipeline.ingest import check_output_location
 
-    # Fail fast, before a Prefect server starts and hours before generation, on what can be checked now.
-    candidates, _ = scan(config.ingest.dataset)
-    num_classes = len({c.label for c in candidates})
-    check_disk_space(out or Path("."), estimated_bytes(config.generate.per_class, num_classes, config.ingest.image_size, 3))
+    overrides, config = _config_with_shorthands(dataset, per_class, params, set_, out, balance)
+    task_runner(runner, dask_address, dask_workers, torch_threads)  # checks the options before anything starts
     use_dvc = versioning.is_dvc_project(Path.cwd()) if dvc is None else dvc
     if use_dvc:
         _check_dvc_mode(params, out)
-    for name in ("prefect.task_runs", "prefect.flow_runs"):
-        logging.getLogger(name).addFilter(_ShortUserErrors())
+        if runner != "local":
+            raise AugmentError("--runner dask fans out tasks of the Prefect flow; in a DVC project add --no-dvc")
+    _filter_user_error_tracebacks()
     if use_dvc:
         changed = versioning.write_overrides(Path("params.yaml"), config, overrides)
         if changed:
@@ -115,8 +120,101 @@ def run(
         out_dir = out or Path("runs") / Path(config.ingest.dataset).resolve().name
         check_output_location(config.ingest.dataset, out_dir)
         with output_lock(out_dir):  # DVC mode needs none: dvc repro holds the repo's own lock
-            metrics = augment_flow(params=config.to_dict(), out_dir=str(out_dir))
+            metrics = augment_flow(params=config.to_dict(), out_dir=str(out_dir), runner=runner, dask_address=dask_address,
+                                   dask_workers=dask_workers, torch_threads=torch_threads)
     _print_result(metrics, out_dir)
+
+
+def _config_with_shorthands(dataset: Optional[Path], per_class: Optional[int], params: Optional[Path],
+                            set_: Optional[list[str]], out: Optional[Path],
+                            balance: Optional[bool] = None) -> tuple[list[str], config_module.Config]:
+    """The config from params + shorthands + --set; fails fast on the dataset and disk space."""
+    from pipeline.generate import check_disk_space, estimated_bytes
+    from pipeline.ingest import scan
+
+    overrides = []  # shorthands first, so an explicit --set of the same key wins
+    if dataset is not None:
+        overrides.append(f"ingest.dataset={dataset}")
+    if per_class is not None:
+        overrides.append(f"generate.per_class={per_class}")
+    if balance is not None:
+        overrides.append(f"generate.balance={balance}")
+        if balance and per_class is None:
+            overrides.append("generate.per_class=0")  # no explicit target: up to the largest class
+    overrides += list(set_ or [])
+    config = _load_config(params, overrides)
+    # Fail fast, before a Prefect server starts and hours before generation, on what can be checked now.
+    candidates, _ = scan(config.ingest.dataset)
+    files_per_class = Counter(c.label for c in candidates)  # the largest bounds a balanced run's top-up per class
+    check_disk_space(out or Path("."), estimated_bytes(max(config.generate.per_class, max(files_per_class.values())),
+                                                       len(files_per_class), config.ingest.image_size, 3))
+    return overrides, config
+
+
+@app.command()
+def serve(
+    dataset: Annotated[Path, typer.Option(help="ImageFolder to retrain on at every scheduled run (read afresh each time).")],
+    cron: CronOption,
+    name: NameOption,
+    per_class: PerClassOption = None,
+    out: Annotated[Path, typer.Option(help="Parent folder: every run writes to a new <dataset>-<date>-<run id> folder in it.")] = Path("runs/scheduled"),
+    params: ParamsOption = None,
+    set_: SetOption = None,
+    runner: RunnerOption = "local",
+    dask_address: DaskAddressOption = None,
+    dask_workers: DaskWorkersOption = None,
+    torch_threads: TorchThreadsOption = None,
+) -> None:
+    """Register deployment augment/NAME with a cron schedule and execute its runs in this process until Ctrl-C."""
+    from flows import deploy
+    from flows.runners import task_runner
+    from pipeline.ingest import check_output_location
+
+    deploy.check_cron(cron)
+    _, config = _config_with_shorthands(dataset, per_class, params, set_, out)
+    task_runner(runner, dask_address, dask_workers, torch_threads)
+    check_output_location(config.ingest.dataset, out)
+    _filter_user_error_tracebacks()
+    try:
+        deploy.serve(name, cron, deploy.flow_parameters(config, out, runner, dask_address, dask_workers, torch_threads))
+    except KeyboardInterrupt:
+        pass
+    console.print(f"stopped serving augment/{name}")
+
+
+@app.command("deploy")
+def deploy_command(
+    dataset: Annotated[Path, typer.Option(help="ImageFolder to retrain on at every scheduled run (the worker must see this path).")],
+    cron: CronOption,
+    name: NameOption,
+    pool: Annotated[str, typer.Option(help="Prefect work pool whose worker runs the flow (`prefect worker start --pool POOL`); a process pool is created when missing.")],
+    per_class: PerClassOption = None,
+    out: Annotated[Path, typer.Option(help="Parent folder: every run writes to a new <dataset>-<date>-<run id> folder in it.")] = Path("runs/scheduled"),
+    params: ParamsOption = None,
+    set_: SetOption = None,
+    runner: RunnerOption = "local",
+    dask_address: DaskAddressOption = None,
+    dask_workers: DaskWorkersOption = None,
+    torch_threads: TorchThreadsOption = None,
+) -> None:
+    """Register deployment augment/NAME on a work pool with a cron schedule; a separate worker executes the runs."""
+    from flows import deploy
+    from flows.runners import task_runner
+    from pipeline.ingest import check_output_location
+
+    deploy.check_cron(cron)
+    _, config = _config_with_shorthands(dataset, per_class, params, set_, out)
+    task_runner(runner, dask_address, dask_workers, torch_threads)
+    check_output_location(config.ingest.dataset, out)
+    parameters = deploy.flow_parameters(config, out, runner, dask_address, dask_workers, torch_threads)
+    deployment_id = deploy.deploy(name, cron, pool, parameters)
+    console.print(f"deployment augment/{name} ({deployment_id}) on work pool '{pool}', schedule '{cron}'; "
+                  f"start a worker: prefect worker start --pool {pool}")
+
+
+def _filter_user_error_tracebacks() -> None:
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_ShortUserErrors())
 
 
 def _check_dvc_mode(params: Optional[Path], out: Optional[Path]) -> None:

@@ -7,7 +7,7 @@ from pipeline import generate, ingest, storage
 from pipeline.config import Config
 from pipeline.errors import AugmentError
 from pipeline.evaluate import stage as evaluate
-from pipeline.gan import train
+from pipeline.gan import per_class, train
 
 STAGES = ("ingest", "train", "generate", "evaluate")
 
@@ -18,6 +18,8 @@ def run_stage(name: str, config: Config, out_dir: str | Path) -> dict:
     if name == "ingest":
         return ingest.run(config.ingest, dirs["ingest"])
     if name == "train":
+        if config.train.mode == "per_class":  # sequential here; the Prefect flow fans the classes out instead
+            return per_class.run(config.train, dirs["ingest"], dirs["gan"])
         return train.run(config.train, dirs["ingest"], dirs["gan"])
     if name == "generate":
         return generate.run(config.generate, dirs["gan"], dirs["synthetic"], dirs["ingest"])

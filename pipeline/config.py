@@ -29,7 +29,7 @@ class TrainConfig:
     steps: int = 2000                # generator updates
     batch_size: int = 64
     z_dim: int = 64
-    width: int = 128                 # channels of the generator's first feature map; later blocks halve it
+    width: int = 0                   # generator's first-map channels, halved per block; 0 = by image size (128 up to 32 px, else 256)
     lr_generator: float = 2e-4
     lr_discriminator: float = 2e-4
     ema_halflife_kimg: float = 5.0   # EMA half-life in thousands of generated images
@@ -38,18 +38,21 @@ class TrainConfig:
     minibatch_std: bool = True       # discriminator sees each batch's feature spread (penalises collapse)
     mode_seeking: float = 0.3        # weight of the mode-seeking term (MSGAN): two z, one class, images must differ
     keep: str = "best"               # last | best: export the EMA generator of the last step or of the sample grid
-                                     # with the lowest Fréchet distance (needs track_quality)
+                                     # with the lowest Fréchet distance (best needs track_quality, else it is last)
     sample_every: int = 500          # steps between sample grids and quality measurements
     track_quality: bool = True       # measure the EMA generator's fidelity at every sample grid (gan/quality.csv)
     checkpoint_every: int = 500      # steps between checkpoints
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda
     compile: bool = False            # torch.compile the networks (pays off on CUDA)
+    mode: str = "conditional"        # conditional (one class-conditional model) | per_class (one generator per class)
 
 
 @dataclass
 class GenerateConfig:
-    per_class: int = 1000            # synthetic images written for every class
+    per_class: int = 1000            # synthetic images per class; with balance: the target TOTAL (real train + synthetic)
+                                     # per class, 0 = the largest class's real training count
+    balance: bool = False            # top up rare classes: class c gets max(0, target - its real training images)
     seed: int = 0                    # candidate i of class c uses seed + c * 1_000_000_000 + i
     filter: str = "teacher"          # none | teacher: keep the candidates a real-trained classifier is surest of
     oversample: float = 3.0          # filter=teacher: candidates drawn per kept image
@@ -88,6 +91,17 @@ class Config:
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def _first_side(image_size: int) -> int:
+    while image_size % 2 == 0 and image_size // 2 >= 4:
+        image_size //= 2
+    return image_size
+
+
+# Sides the GAN can be planned for: halving ends at a first map of 4-8 pixels (36 would start at 9 x 9, 100 at 25 x 25:
+# a huge first layer and too few up-sampling blocks), so the networks stay the same shape family at every size.
+IMAGE_SIZES = tuple(size for size in range(16, 129, 4) if _first_side(size) <= 8)
 
 
 def _section_types() -> dict[str, type]:
@@ -195,28 +209,32 @@ def parse_shares(text: str) -> list[float]:
 def validate(config: Config) -> None:
     """Range-check every option once; messages name the key and the allowed range."""
     ingest, train, generate, evaluate = config.ingest, config.train, config.generate, config.evaluate
-    _check(16 <= ingest.image_size <= 128 and ingest.image_size % 4 == 0,
-           f"ingest.image_size must be a multiple of 4 between 16 and 128, got {ingest.image_size}")
+    _check(ingest.image_size in IMAGE_SIZES,
+           f"ingest.image_size must be a multiple of 4 between 16 and 128 that halves down to 4-8 pixels "
+           f"(one of {', '.join(map(str, IMAGE_SIZES))}), got {ingest.image_size}")
     _check(ingest.channels in ("auto", "gray", "rgb"), f"ingest.channels must be auto, gray or rgb, got {ingest.channels!r}")
     _check(ingest.resize in ("center_crop", "pad"), f"ingest.resize must be center_crop or pad, got {ingest.resize!r}")
     _check(0.0 < ingest.test_fraction < 1.0, f"ingest.test_fraction must be between 0 and 1, got {ingest.test_fraction}")
     _check(0.0 <= ingest.val_fraction < 1.0, f"ingest.val_fraction must be in [0, 1), got {ingest.val_fraction}")
     _check(train.steps >= 1, f"train.steps must be at least 1, got {train.steps}")
     _check(train.batch_size >= 2, f"train.batch_size must be at least 2, got {train.batch_size}")
-    _check(train.z_dim >= 1 and train.width >= 8, "train.z_dim must be >= 1 and train.width >= 8")
+    _check(train.z_dim >= 1 and (train.width == 0 or train.width >= 8),
+           f"train.z_dim must be >= 1 and train.width 0 (auto) or >= 8, got {train.z_dim} and {train.width}")
     _check(train.lr_generator > 0 and train.lr_discriminator > 0, "train learning rates must be positive")
     _check(train.ema_halflife_kimg >= 0, "train.ema_halflife_kimg must be >= 0")
     _check(train.sample_every >= 1 and train.checkpoint_every >= 1, "train.sample_every and train.checkpoint_every must be >= 1")
+    _check(train.mode in ("conditional", "per_class"), f"train.mode must be conditional or per_class, got {train.mode!r}")
     _check(0.1 <= train.discriminator_width <= 4, f"train.discriminator_width must be in [0.1, 4], got {train.discriminator_width}")
     _check(train.mode_seeking >= 0, f"train.mode_seeking must be >= 0, got {train.mode_seeking}")
     _check(train.keep in ("last", "best"), f"train.keep must be last or best, got {train.keep!r}")
-    _check(train.keep == "last" or train.track_quality, "train.keep=best needs train.track_quality=true (it picks by quality)")
     known = {"translation", "cutout", "color"}
     policy = {p.strip() for p in train.augment.split(",") if p.strip()}
     _check(policy <= known, f"train.augment has unknown parts {sorted(policy - known)}; use any of {sorted(known)}")
     for name, device in (("train", train.device), ("generate", generate.device), ("evaluate", evaluate.device)):
         _check(device in ("auto", "cpu", "cuda"), f"{name}.device must be auto, cpu or cuda, got {device!r}")
-    _check(generate.per_class >= 1, f"generate.per_class must be at least 1, got {generate.per_class} (use --per-class N with N > 0)")
+    _check(generate.per_class >= 1 or (generate.balance and generate.per_class == 0),
+           f"generate.per_class must be at least 1, got {generate.per_class} (use --per-class N with N > 0; "
+           "0 means 'up to the largest class' only with --balance)")
     _check(generate.per_class <= 10_000_000, f"generate.per_class {generate.per_class} is absurdly large (max 10,000,000)")
     _check(generate.batch_size >= 1, "generate.batch_size must be at least 1")
     _check(generate.filter in ("none", "teacher"), f"generate.filter must be none or teacher, got {generate.filter!r}")

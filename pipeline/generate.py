@@ -1,6 +1,8 @@
-"""Stage 3: write per_class synthetic PNGs per class from the EMA generator, one seed per image."""
+"""Stage 3: write synthetic PNGs per class from the EMA generator, one seed per image: per_class each, or (balance)
+enough to top every class up to a common total."""
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import time
@@ -50,21 +52,22 @@ def _load_generator(gan_dir: Path, device: torch.device) -> tuple[torch.nn.Modul
     return prepare_module(generator.eval(), device), spec, storage.sha256_file(weights_path)
 
 
-def _candidates(config: GenerateConfig) -> int:
-    return max(config.per_class, int(round(config.per_class * config.oversample)))
+def _candidates(config: GenerateConfig, count: int) -> int:
+    return max(count, int(round(count * config.oversample)))
 
 
-def _seeds(config: GenerateConfig, generator, spec: dict, ingest_dir, device) -> tuple[dict[int, list[int]], dict | None]:
-    """Each class's seeds in writing order: the first per_class seeds, or (filter=teacher) the per_class best of
-    per_class * oversample candidates, with their teacher scores."""
+def _seeds(config: GenerateConfig, generator, spec: dict, ingest_dir, device,
+           counts: list[int]) -> tuple[dict[int, list[int]], dict | None]:
+    """Each class's seeds in writing order: the first counts[c] seeds, or (filter=teacher) the counts[c] best of
+    counts[c] * oversample candidates, with their teacher scores."""
     classes = range(len(spec["classes"]))
     if config.filter == "none":
-        return {c: [sample_seed(config, c, i) for i in range(config.per_class)] for c in classes}, None
+        return {c: [sample_seed(config, c, i) for i in range(counts[c])] for c in classes}, None
     if ingest_dir is None:
         raise AugmentError("generate.filter=teacher needs the ingested training images (run the ingest stage first)")
     teacher = filtering.train_teacher(ingest_dir, config.seed, device)
-    candidates = {c: [sample_seed(config, c, i) for i in range(_candidates(config))] for c in classes}
-    return filtering.select_seeds(generator, teacher, candidates, {c: config.per_class for c in classes}, noise_for,
+    candidates = {c: [sample_seed(config, c, i) for i in range(_candidates(config, counts[c]))] for c in classes}
+    return filtering.select_seeds(generator, teacher, candidates, {c: counts[c] for c in classes}, noise_for,
                                   spec["z_dim"], config.batch_size, device)
 
 
@@ -85,14 +88,57 @@ def check_disk_space(folder: str | Path, needed: int) -> None:
                            f"under '{probe}'; lower --per-class or choose another --out")
 
 
+def plan_counts(config: GenerateConfig, real_counts: dict[str, int]) -> list[dict]:
+    """How many images each class gets and why (one row per class, in class order). Balance off: per_class each.
+    Balance on: a target total per class, per_class or (0) the largest class's real count; class c gets
+    max(0, target - real_c), so a rare class gets the most and a class already at the target gets none."""
+    if not config.balance:
+        return [{"class": c, "real_train": n, "generated": config.per_class, "reason": "generate.per_class (balance off)"}
+                for c, n in real_counts.items()]
+    largest = max(real_counts.values())
+    target = config.per_class or largest
+    why = f"the largest class's real count {largest}" if config.per_class == 0 else f"generate.per_class {target}"
+    rows = [{"class": c, "real_train": n, "generated": max(0, target - n),
+             "reason": f"balance: topped up to {target} ({why})" if n < target else f"balance: {n} real >= target {target}"}
+            for c, n in real_counts.items()]
+    if not any(r["generated"] for r in rows):
+        raise AugmentError(f"balance target {target} is not above any class's real training count (largest {largest}); "
+                           "nothing to generate: raise --per-class or drop --balance")
+    return rows
+
+
+def _real_counts(ingest_dir: Path | None, classes: list[str]) -> dict[str, int | None]:
+    """Real training images per class from ingest/stats.json (None when unknown, e.g. a generator from elsewhere)."""
+    stats_path = ingest_dir / "stats.json" if ingest_dir is not None else None
+    if stats_path is None or not stats_path.is_file():
+        return {c: None for c in classes}
+    per_class = storage.read_json(stats_path)["per_class"]
+    if set(per_class) != set(classes):
+        raise AugmentError(f"'{stats_path}' lists other classes than the generator; re-run ingest and train")
+    return {c: int(per_class[c]["train"]) for c in classes}
+
+
+def _remove_unlisted(out: Path, expected: set[Path]) -> None:
+    """An interrupted run with other per-class counts may have left images (and folders) this plan does not list."""
+    for stale in [p for p in out.glob("*/*.png") if p not in expected]:
+        stale.unlink()
+    for folder in [p for p in out.iterdir() if p.is_dir() and not any(p.iterdir())]:
+        folder.rmdir()
+
+
 def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest_dir: str | Path | None = None) -> dict:
-    """Write out_dir/<class>/<i>.png for every class and out_dir/manifest.csv; return counts. With
-    filter=teacher, ingest_dir's training images train the classifier that picks the kept samples."""
+    """Write out_dir/<class>/<i>.png, out_dir/manifest.csv (one row per image) and out_dir/per_class.csv (per class:
+    real training count, generated count, reason); return the counts. Balance needs ingest_dir's stats.json."""
     start = time.perf_counter()
     device = pick_device(config.device)
     generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
     out, classes = Path(out_dir), spec["classes"]
-    check_disk_space(out, estimated_bytes(config.per_class, len(classes), spec["image_size"], spec["channels"]))
+    real_counts = _real_counts(Path(ingest_dir) if ingest_dir is not None else None, classes)
+    if config.balance and None in real_counts.values():
+        raise AugmentError("generate.balance needs the ingest stage's stats.json (real images per class); run ingest first")
+    plan = plan_counts(config, real_counts)
+    counts = [row["generated"] for row in plan]
+    check_disk_space(out, estimated_bytes(max(counts), len(classes), spec["image_size"], spec["channels"]))
     state = {"checkpoint": checkpoint, "seed": config.seed, "filter": config.filter, "oversample": config.oversample}
     resuming = (out / STATE_FILE).is_file() and storage.read_json(out / STATE_FILE) == state
     if resuming:
@@ -100,14 +146,16 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
     else:
         storage.fresh_dir(out)
         storage.write_json(out / STATE_FILE, state)
-    seeds, scores = _seeds(config, generator, spec, ingest_dir, device)
-    jobs = [(c, i) for c in range(len(classes)) for i in range(config.per_class)]
+    seeds, scores = _seeds(config, generator, spec, ingest_dir, device, counts)
+    jobs = [(c, i) for c in range(len(classes)) for i in range(counts[c])]
     names = {(c, i): out / classes[c] / f"{i:06d}.png" for c, i in jobs}
     todo = [job for job in jobs if not (resuming and names[job].is_file())]
     if resuming:
         logger.info("resuming generation: %d of %d images already written", len(jobs) - len(todo), len(jobs))
-    for name in classes:
-        (out / name).mkdir(exist_ok=True)
+        _remove_unlisted(out, set(names.values()))
+    for name, count in zip(classes, counts):
+        if count:  # no empty folders: torchvision's ImageFolder refuses a class folder without images
+            (out / name).mkdir(exist_ok=True)
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, torch.no_grad():
         pending = []
@@ -123,11 +171,70 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
     rows = [[f"{classes[c]}/{names[(c, i)].name}", classes[c], seeds[c][i], checkpoint, scores[c][i] if scores else ""]
             for c, i in jobs]
     storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256", "teacher_score"], rows)
+    storage.write_csv(out / "per_class.csv", ["class", "real_train", "generated", "reason"],
+                      [[r["class"], "" if r["real_train"] is None else r["real_train"], r["generated"], r["reason"]] for r in plan])
     (out / STATE_FILE).unlink()
-    summary = {"per_class": config.per_class, "classes": classes, "n_images": len(jobs), "checkpoint_sha256": checkpoint,
+    summary = {"per_class": config.per_class, "balance": config.balance, "classes": classes, "n_images": len(jobs),
+               "generated": {r["class"]: r["generated"] for r in plan}, "checkpoint_sha256": checkpoint,
                "filter": config.filter, "seconds": round(time.perf_counter() - start, 2)}
     if scores:
-        summary["candidates_per_class"] = _candidates(config)
-        summary["min_teacher_score"] = {classes[c]: min(v) for c, v in scores.items()}
+        summary["candidates_per_class"] = ({classes[c]: _candidates(config, n) for c, n in enumerate(counts)} if config.balance
+                                           else _candidates(config, config.per_class))
+        summary["min_teacher_score"] = {classes[c]: min(v) for c, v in scores.items() if v}
+    storage.write_json(out / "summary.json", summary)
+    return summary
+
+
+PARTS = ".parts"  # out_dir/.parts/<class>.csv: one class's manifest rows while classes are generated apart
+
+
+def run_class(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, name: str) -> dict:
+    """One class's images (a unit of fan-out): out_dir/<name>/<i>.png, the same files `run` writes for that class,
+    and its manifest rows in out_dir/.parts/<name>.csv for merge_classes."""
+    device = pick_device(config.device)
+    generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
+    if name not in spec["classes"]:
+        raise AugmentError(f"class '{name}' is not one the generator in '{gan_dir}' was trained on")
+    index, out, start_time = spec["classes"].index(name), Path(out_dir), time.perf_counter()
+    folder = storage.fresh_dir(out / name)
+    seeds = [sample_seed(config, index, i) for i in range(config.per_class)]
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, torch.no_grad():
+        for start in range(0, len(seeds), config.batch_size):
+            batch = seeds[start:start + config.batch_size]
+            labels = torch.full((len(batch),), index, device=device)
+            pixels = to_uint8(generator(noise_for(batch, spec["z_dim"]).to(device), labels))
+            list(pool.map(_write_png, [folder / f"{start + i:06d}.png" for i in range(len(batch))], pixels))
+    rows = [[f"{name}/{i:06d}.png", name, seed, checkpoint] for i, seed in enumerate(seeds)]
+    storage.write_csv(out / PARTS / f"{name}.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
+    summary = {"class": name, "n_images": len(rows), "seconds": round(time.perf_counter() - start_time, 2)}
+    storage.write_json(out / PARTS / f"{name}.json", summary)
+    return summary
+
+
+def merge_classes(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest_dir: str | Path | None = None) -> dict:
+    """Join the classes run_class wrote into manifest.csv (what evaluate reads); drop anything else in out_dir."""
+    spec = storage.read_json(Path(gan_dir) / "generator.json")
+    checkpoint = storage.sha256_file(Path(gan_dir) / "generator_ema.safetensors")
+    out, rows, seconds = Path(out_dir), [], 0.0
+    for index, name in enumerate(spec["classes"]):
+        part = out / PARTS / f"{name}.csv"
+        if not part.is_file():
+            raise AugmentError(f"class '{name}' has no generated images in '{out}'; generate it first")
+        with open(part, newline="") as handle:
+            part_rows = list(csv.reader(handle))[1:]
+        expected = [str(sample_seed(config, index, i)) for i in range(config.per_class)]
+        if [r[2] for r in part_rows] != expected or any(r[3] != checkpoint for r in part_rows):
+            raise AugmentError(f"'{part}' is from another generate run or generator; generate class '{name}' again")
+        rows += part_rows
+        seconds += storage.read_json(out / PARTS / f"{name}.json")["seconds"]
+    for stale in out.iterdir():  # an earlier run's classes, state file and the parts themselves
+        if stale.name not in spec["classes"]:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
+    plan = plan_counts(config, _real_counts(Path(ingest_dir) if ingest_dir is not None else None, spec["classes"]))
+    storage.write_csv(out / "per_class.csv", ["class", "real_train", "generated", "reason"],
+                      [[r["class"], "" if r["real_train"] is None else r["real_train"], r["generated"], r["reason"]] for r in plan])
+    summary = {"per_class": config.per_class, "classes": spec["classes"], "n_images": len(rows),
+               "checkpoint_sha256": checkpoint, "seconds": round(seconds, 2)}  # summed over the classes' tasks
     storage.write_json(out / "summary.json", summary)
     return summary

@@ -58,3 +58,52 @@ def mnist_dir() -> Path:
 def copy_tree(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(cli_env, tmp_path_factory):
+    """A real `prefect server start` on a free loopback port; yields cli_env pointed at it (PREFECT_API_URL).
+    Tests stop their own serve/worker processes first: a server stopped before them hangs them on SIGTERM."""
+    import subprocess
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {**cli_env, "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-server-home"))}
+    log = open(tmp_path_factory.mktemp("prefect-server") / "server.log", "w")
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"true":
+                break
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            pytest.fail(f"prefect server did not start; see {log.name}")
+        time.sleep(0.5)
+    yield {**env, "PREFECT_API_URL": url}
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+def small_digits(digits_dir: Path, target: Path, classes: int = 3) -> Path:
+    """The first `classes` classes of digits_dir: per-class fan-out and scheduled runs stay a few seconds long."""
+    for name in sorted(p.name for p in digits_dir.iterdir())[:classes]:
+        shutil.copytree(digits_dir / name, target / name)
+    return target

@@ -118,6 +118,31 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _per_class_table(metrics: dict) -> str:
+    """Per class: real and synthetic training images, accuracy of each compared condition, and the gains."""
+    header, rows = ["class", "real train", "synthetic"], []
+    for name, gain in metrics["gain"].items():
+        treated, baseline = name.split("_vs_")
+        header += [f"{baseline} %", f"{treated} %", "gain (points)"]
+    for c in metrics["classes"]:
+        row = [c, metrics.get("n_train_real_per_class", {}).get(c, ""), metrics.get("n_synthetic_per_class", {}).get(c, "")]
+        for name, gain in metrics["gain"].items():
+            treated, baseline = name.split("_vs_")
+            row += [f"{100 * metrics['conditions'][baseline]['per_class_accuracy_mean'][c]:.1f}",
+                    f"{100 * metrics['conditions'][treated]['per_class_accuracy_mean'][c]:.1f}",
+                    f"{100 * gain['per_class_gain_mean'][c]:+.1f}"]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _worst_class_line(gain: dict) -> str:
+    worst = gain.get("worst_class_gain")
+    if worst is None:
+        return ""
+    return (f"<br>worst class: {100 * worst['mean']:+.2f} points (paired per seed), macro-F1: "
+            f"{100 * gain['macro_f1_gain_mean']:+.2f} points")
+
+
 def _recommendation(metrics: dict) -> str:
     """The tool's advice, chosen on the validation split, with its test result (reported, never used to choose)."""
     choice = metrics.get("recommendation")
@@ -138,7 +163,7 @@ def _verdicts(metrics: dict) -> str:
         kind = {"significant gain": "gain", "significant loss": "loss"}.get(gain["verdict"], "neutral")
         interval = "" if gain["ci95"] is None else f", 95% CI [{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]"
         parts.append(f'<div class="verdict {kind}"><b>{html.escape(name)}: {html.escape(gain["verdict"])}</b> '
-                     f'({100 * gain["mean"]:+.2f} points{interval})<br><span class=note>{html.escape(gain["verdict_note"])}</span></div>')
+                     f'({100 * gain["mean"]:+.2f} points{interval}){_worst_class_line(gain)}<br><span class=note>{html.escape(gain["verdict_note"])}</span></div>')
     return "".join(parts)
 
 
@@ -161,7 +186,7 @@ initialisation and real-batch order), tested on {metrics['n_test']} held-out rea
 any choice saw. {metrics['n_train_real']} real training images, {metrics['n_synthetic']} synthetic.</p>
 <h2>Conditions</h2>{_table(["condition", "accuracy %", "balanced accuracy %", "macro-F1 %", "worst class %"], conditions)}
 {_conditions_plot(metrics)}
-<h2>Per-class gains</h2>{_per_class_plot(metrics)}
+<h2>Per-class gains</h2>{_per_class_plot(metrics)}{_per_class_table(metrics)}
 <h2>Samples: real (left) and synthetic (right)</h2>{_sample_grid(real, synthetic, metrics['classes'])}
 <h2>Fidelity and diversity</h2><p class=note>In the feature space of {html.escape(fid['feature_space'])}, against the real
 training images. Fréchet distance: lower is closer; precision: share of synthetic images that look real; recall: share

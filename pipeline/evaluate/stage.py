@@ -13,10 +13,10 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
 from pipeline import storage
 from pipeline.config import EvaluateConfig
-from pipeline.device import pick_device
+from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
 from pipeline.evaluate import fidelity
-from pipeline.evaluate.classifier import conditions_for, embed, predict, share_of, train_classifier
+from pipeline.evaluate.classifier import SmallCNN, conditions_for, embed, predict, share_of, train_classifier
 from pipeline.evaluate.recommend import recommend
 from pipeline.evaluate.report import write_report
 from pipeline.evaluate.stats import paired_gain, summarize, verdict, verdict_note
@@ -69,21 +69,22 @@ def _scores(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> dict:
     }
 
 
-def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, gan_dir: str | Path,
-        out_dir: str | Path) -> dict:
-    """Write out_dir/metrics.json (schema in README), runs.csv and report.html; return the metrics."""
-    start = time.perf_counter()
+def _load_inputs(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path) -> tuple:
+    """classes, real, val, test and synthetic (images, labels) pairs."""
     arrays = storage.load_arrays(ingest_dir)
     classes = [str(c) for c in arrays["classes"]]
     real = (arrays["train_images"], arrays["train_labels"])
     test = (arrays["test_images"], arrays["test_labels"])
     val = (arrays["val_images"], arrays["val_labels"]) if "val_images" in arrays else (real[0][:0], real[1][:0])
     synthetic = load_synthetic(synthetic_dir, classes, real[0].shape[1:], config.max_synthetic_per_class)
-    device = pick_device(config.device)
+    return classes, real, val, test, synthetic
+
+
+def _seed_records(config: EvaluateConfig, seed: int, inputs: tuple, device) -> tuple[list[dict], object]:
+    """Train and test every condition under one seed; also return seed 0's feature model (else None)."""
+    classes, real, val, test, synthetic = inputs
     records, feature_model = [], None
-    conditions = conditions_for(config)
-    jobs = [(seed, condition) for seed in range(config.seeds) for condition in conditions]
-    for seed, condition in track(jobs, len(jobs), "evaluate: classifier runs"):
+    for condition in conditions_for(config):
         clock = time.perf_counter()
         model = train_classifier(config, condition, seed, real, synthetic, len(classes), device)
         scores = _scores(predict(model, test[0], device), test[1], len(classes))
@@ -93,10 +94,75 @@ def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Pat
         logger.info("seed %d %-18s accuracy %.4f", seed, condition.name, scores["accuracy"])
         if seed == 0 and condition.name == FEATURE_CONDITION:
             feature_model = model
+    return records, feature_model
+
+
+def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, gan_dir: str | Path,
+        out_dir: str | Path) -> dict:
+    """Write out_dir/metrics.json (schema in README), runs.csv and report.html; return the metrics."""
+    start = time.perf_counter()
+    inputs = _load_inputs(config, ingest_dir, synthetic_dir)
+    device = pick_device(config.device)
+    records, feature_model = [], None
+    for seed in track(range(config.seeds), config.seeds, "evaluate: classifier seeds"):
+        seed_records, model = _seed_records(config, seed, inputs, device)
+        records += seed_records
+        feature_model = model if model is not None else feature_model
+    return _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir, start)
+
+
+SEEDS_FOLDER = "seeds"  # evaluation/seeds/: one seed's rows when seeds fan out; replaced by the aggregated outputs
+ARRAY_FIELDS = {"per_class": float, "confusion": np.int64, "val_correct": bool}  # numpy fields of a record
+
+
+def run_seed(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, out_dir: str | Path, seed: int) -> Path:
+    """One seed's conditions (a unit of fan-out): write out_dir/seeds/<seed>.json (and seed 0's feature model)."""
+    records, model = _seed_records(config, seed, _load_inputs(config, ingest_dir, synthetic_dir), pick_device(config.device))
+    folder = Path(out_dir) / SEEDS_FOLDER
+    if model is not None:
+        storage.save_tensors(folder / "feature_model.safetensors", model.state_dict(), {"condition": FEATURE_CONDITION})
+    rows = [{**r, **{k: _to_json(r[k]) for k in ARRAY_FIELDS}} for r in records]
+    return storage.write_json(folder / f"{seed}.json", {"config": dataclasses.asdict(config), "records": rows})
+
+
+def _to_json(values: np.ndarray) -> list:
+    """A numpy array as nested lists; JSON has no NaN (a class absent from the test set), so None stands for it
+    (np.array(..., dtype=float) reads it back as NaN)."""
+    if values.ndim > 1:
+        return [_to_json(row) for row in values]
+    return [None if np.isnan(v) else v for v in values.astype(float).tolist()]
+
+
+def aggregate(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, gan_dir: str | Path,
+              out_dir: str | Path) -> dict:
+    """Combine the seed files run_seed wrote into the same outputs `run` writes; return the metrics."""
+    start, folder = time.perf_counter(), Path(out_dir) / SEEDS_FOLDER
+    inputs = _load_inputs(config, ingest_dir, synthetic_dir)
+    records = []
+    for seed in range(config.seeds):
+        path = folder / f"{seed}.json"
+        data = storage.read_json(path) if path.is_file() else None
+        if data is None or data["config"] != dataclasses.asdict(config):
+            raise AugmentError(f"'{path}' is missing or from other evaluate settings; run classifier seed {seed} again")
+        records += [{**r, **{k: np.array(r[k], dtype=float).astype(kind) for k, kind in ARRAY_FIELDS.items()}}
+                    for r in data["records"]]
+    classes, real = inputs[0], inputs[1]
+    start -= sum(r["seconds"] for r in records)  # the stage's compute includes the seeds' classifier runs
+    device = pick_device(config.device)
+    feature_model = SmallCNN(real[0].shape[1], len(classes), real[0].shape[-1], config.width)
+    feature_model.load_state_dict(storage.load_tensors(folder / "feature_model.safetensors"))
+    return _write(config, records, prepare_module(feature_model, device).eval(), inputs, gan_dir, ingest_dir, out_dir, start)
+
+
+def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir, start) -> dict:
+    """Summarise the per-seed records into metrics.json, runs.csv and report.html."""
+    classes, real, val, test, synthetic = inputs
+    device, conditions = pick_device(config.device), conditions_for(config)
     metrics = {
         "n_test": int(len(test[1])), "n_train_real": int(len(real[1])), "n_val": int(len(val[1])),
         "n_synthetic": int(len(synthetic[1])),
         "seeds": config.seeds, "classes": classes, "classifier_steps": config.steps,
+        "n_train_real_per_class": _class_counts(real[1], classes), "n_synthetic_per_class": _class_counts(synthetic[1], classes),
         "config": dataclasses.asdict(config),
         "conditions": {c.name: _condition_summary([r for r in records if r["condition"] == c.name], classes) for c in conditions},
         "gain": {name: _gain(records, treated, baseline, classes) for name, (treated, baseline) in GAINS.items()},
@@ -129,8 +195,16 @@ def _gain(records: list[dict], treated: str, baseline: str, classes: list[str]) 
     a, b = pick(treated), pick(baseline)
     gain = paired_gain([r["accuracy"] for r in a], [r["accuracy"] for r in b])
     per_class = np.nanmean([x["per_class"] - y["per_class"] for x, y in zip(a, b)], axis=0)
+    # A mean gain carried by the big classes is not what a user with a rare class wants: the worst class, paired per seed.
+    worst = lambda runs: [float(np.nanmin(r["per_class"])) for r in runs]
     return {**gain, "verdict": verdict(gain), "verdict_note": verdict_note(gain),
-            "per_class_gain_mean": dict(zip(classes, per_class.round(6).tolist()))}
+            "per_class_gain_mean": dict(zip(classes, per_class.round(6).tolist())),
+            "worst_class_gain": paired_gain(worst(a), worst(b)),
+            "macro_f1_gain_mean": float(np.mean([x["macro_f1"] - y["macro_f1"] for x, y in zip(a, b)]))}
+
+
+def _class_counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
+    return dict(zip(classes, np.bincount(labels, minlength=len(classes)).tolist()))
 
 
 def _recommendation(records: list[dict], conditions, config: EvaluateConfig, classes: list[str]) -> dict:
@@ -176,8 +250,10 @@ def result_rows(metrics: dict) -> list[list[str]]:
         rows.append([f"recommendation: {choice['setting'] or 'none'}", tested, f"{advice} (chosen on validation)"])
     for name, gain in metrics["gain"].items():
         interval = "n/a" if gain["ci95"] is None else f"[{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]"
-        rows.append([f"gain {name}", f"{100 * gain['mean']:+.2f}", f"{gain['verdict'].upper()}  95% CI {interval}"])
+        worst = f"; worst class {100 * gain['worst_class_gain']['mean']:+.2f}" if "worst_class_gain" in gain else ""
+        rows.append([f"gain {name}", f"{100 * gain['mean']:+.2f}", f"{gain['verdict'].upper()}  95% CI {interval}{worst}"])
     for name, values in metrics["conditions"].items():
         runs = ", ".join(f"{100 * v:.1f}" for v in values["accuracy_runs"])
-        rows.append([name, f"{100 * values['accuracy_mean']:.2f} ± {100 * values['accuracy_std']:.2f}", runs])
+        rows.append([name, f"{100 * values['accuracy_mean']:.2f} ± {100 * values['accuracy_std']:.2f}",
+                     f"{runs}  (worst class {100 * values['worst_class_accuracy_mean']:.1f})"])
     return rows

@@ -8,16 +8,26 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 
 def plan_resolutions(image_size: int) -> list[int]:
-    """Feature-map sides from the generator's first map up to image_size: halve while the side stays an even number >= 8."""
+    """Feature-map sides from the generator's first map up to image_size: halve while the side stays an even number >= 4
+    (config.validate admits only sizes that end at a first side of 4-8, e.g. 28 -> 7, 64 -> 4, 96 -> 6)."""
     sides = [image_size]
-    while sides[0] % 2 == 0 and sides[0] // 2 >= 4 and len(sides) < 6:
+    while sides[0] % 2 == 0 and sides[0] // 2 >= 4:
         sides.insert(0, sides[0] // 2)
     return sides
 
 
+def default_width(image_size: int) -> int:
+    """train.width = 0 (auto): the generator's first-map channels for this size. Above 32 px there are 4-5 up-sampling
+    blocks; starting wider keeps enough channels in the middle blocks for colour detail (README: time per step)."""
+    return 128 if image_size <= 32 else 256
+
+
 def plan_widths(image_size: int, width: int) -> list[int]:
-    """Generator channels at each resolution of `plan_resolutions`: `width` first, halved per block, at least 16."""
-    return [max(16, width >> i) for i in range(len(plan_resolutions(image_size)))]
+    """Generator channels at each resolution of `plan_resolutions`: `width` (0 = default_width) first, halved per
+    block, never below 16 up to 32 px or 32 above (thin high-resolution maps lose colour texture)."""
+    width = width or default_width(image_size)
+    floor = 16 if image_size <= 32 else 32
+    return [max(floor, width >> i) for i in range(len(plan_resolutions(image_size)))]
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -108,8 +118,28 @@ def _minibatch_std(h: torch.Tensor, group: int = 4) -> torch.Tensor:
     return spread.repeat(g)[:, None, None, None].expand(b, 1, s, s) if g > 1 else torch.zeros(b, 1, s, s, device=h.device, dtype=h.dtype)
 
 
+class PerClassGenerator(nn.Module):
+    """One single-class Generator per class behind the conditional interface: sample i comes from generators[labels[i]]."""
+
+    def __init__(self, z_dim: int, num_classes: int, channels: int, image_size: int, width: int):
+        super().__init__()
+        self.generators = nn.ModuleList(Generator(z_dim, 1, channels, image_size, width) for _ in range(num_classes))
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out = None
+        for index, generator in enumerate(self.generators):
+            chosen = (labels == index).nonzero().squeeze(1)
+            if len(chosen):
+                images = generator(z[chosen], torch.zeros_like(chosen))
+                out = z.new_empty(len(z), *images.shape[1:]) if out is None else out
+                out[chosen] = images
+        return out
+
+
 def build_generator(spec: dict) -> Generator:
     """The generator described by gan/generator.json (the spec written next to its weights)."""
+    if spec.get("mode") == "per_class":  # train.mode=per_class merges one generator per class (gan/per_class.py)
+        return PerClassGenerator(spec["z_dim"], len(spec["classes"]), spec["channels"], spec["image_size"], spec["width"])
     return Generator(spec["z_dim"], len(spec["classes"]), spec["channels"], spec["image_size"], spec["width"])
 
 

@@ -17,7 +17,7 @@ from pipeline.device import autocast, pick_device, prepare_module
 from pipeline.errors import AugmentError
 from pipeline.gan.augment import diff_augment, parse_policy
 from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_penalty
-from pipeline.gan.networks import Discriminator, build_generator, to_uint8
+from pipeline.gan.networks import Discriminator, build_generator, default_width, to_uint8
 from pipeline.gan.quality import COLUMNS as QUALITY_COLUMNS, QualityProbe
 from pipeline.progress import logger, track
 
@@ -74,7 +74,7 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
     classes = [str(c) for c in arrays["classes"]]
     images = torch.from_numpy(arrays["train_images"])                                  # N x C x S x S uint8
     labels = torch.from_numpy(arrays["train_labels"])
-    spec = {"z_dim": config.z_dim, "width": config.width, "classes": classes,
+    spec = {"z_dim": config.z_dim, "width": config.width or default_width(int(images.shape[-1])), "classes": classes,
             "channels": int(images.shape[1]), "image_size": int(images.shape[-1]), "train": dataclasses.asdict(config)}
     out = Path(out_dir)
     resumed = _resumable_step(out, spec)
@@ -86,7 +86,7 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     generator, discriminator = build_generator(spec), Discriminator(
-        len(classes), spec["channels"], spec["image_size"], config.width, config.discriminator_width, config.minibatch_std)
+        len(classes), spec["channels"], spec["image_size"], spec["width"], config.discriminator_width, config.minibatch_std)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=(0.0, 0.99))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=(0.0, 0.99))
@@ -163,6 +163,9 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
 
 def _kept(out: Path, config: TrainConfig, ema: torch.nn.Module) -> torch.nn.Module:
     """The EMA generator to export: the last one, or (keep=best) the snapshot with the lowest Fréchet distance."""
+    if config.keep == "best" and not config.track_quality:
+        logger.warning("train.keep=best picks by the quality measured during training, which train.track_quality=false "
+                       "turned off: keeping the last generator")
     if config.keep != "best" or not (out / BEST).is_file():
         return ema
     best = copy.deepcopy(ema)

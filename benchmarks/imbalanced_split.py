@@ -1,0 +1,49 @@
+"""Write an imbalanced train/test split of an ImageFolder: class i keeps COUNTS[i % 5] training images, 100 test images.
+
+    python benchmarks/imbalanced_split.py ../shared/data/mnist10k data/mnist_imbalanced
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+from pathlib import Path
+
+COUNTS = (5, 10, 20, 40, 80)  # training images per class, cycling over the sorted class names (two classes each on MNIST)
+
+
+def write_split(source: Path, out: Path, test_per_class: int = 100, seed: int = 0) -> dict[str, int]:
+    """Seeded, disjoint train/test picks per class; files are hard-linked (copied across devices). Returns train counts."""
+    classes = sorted(d.name for d in source.iterdir() if d.is_dir() and not d.name.startswith("."))
+    counts = {}
+    for index, name in enumerate(classes):
+        files = sorted(p for p in (source / name).iterdir() if p.is_file())
+        random.Random(f"{seed}:{name}").shuffle(files)
+        counts[name] = COUNTS[index % len(COUNTS)]
+        if len(files) < counts[name] + test_per_class:
+            raise SystemExit(f"class {name!r} has {len(files)} files, needs {counts[name] + test_per_class}")
+        for part, chosen in (("train", files[:counts[name]]), ("test", files[counts[name]:counts[name] + test_per_class])):
+            (out / part / name).mkdir(parents=True, exist_ok=True)
+            for file in chosen:
+                target = out / part / name / file.name
+                if not target.exists():
+                    try:
+                        os.link(file, target)
+                    except OSError:
+                        shutil.copy2(file, target)
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--test-per-class", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(write_split(args.source, args.out, args.test_per_class, args.seed))
+
+
+if __name__ == "__main__":
+    main()

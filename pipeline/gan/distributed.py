@@ -1,0 +1,99 @@
+"""One large conditional GAN trained data-parallel (DistributedDataParallel) across processes; rank 0 writes gan/."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline import storage
+from pipeline.config import TrainConfig
+from pipeline.errors import AugmentError
+from pipeline.gan import train
+from pipeline.gan.augment import diff_augment, parse_policy
+from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_penalty
+from pipeline.gan.networks import Discriminator, build_generator
+from pipeline.progress import logger
+
+
+def shard(count: int, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's share of the dataset indices (DistributedSampler's interleaved split, without padding)."""
+    return torch.arange(count)[rank::world_size]
+
+
+def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path, device: torch.device) -> dict | None:
+    """Train inside an initialised process group: every rank draws config.batch_size / world_size images per step
+    from its own shard, gradients are averaged, and rank 0 writes checkpoint, EMA generator and losses to out_dir
+    (the same files `train.run` writes). Returns rank 0's summary, None on other ranks."""
+    if not dist.is_initialized():
+        raise AugmentError("distributed training needs a process group: start it with torchrun (see README)")
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    if config.keep != "last" and rank == 0:
+        logger.warning("distributed training measures no quality during training: train.keep=best keeps the last generator")
+    if config.batch_size % world_size:
+        raise AugmentError(f"train.batch_size {config.batch_size} must be divisible by the {world_size} processes")
+    start, out = time.perf_counter(), Path(out_dir)
+    arrays = storage.load_arrays(ingest_dir)
+    classes = [str(c) for c in arrays["classes"]]
+    images, labels = torch.from_numpy(arrays["train_images"]), torch.from_numpy(arrays["train_labels"])
+    spec = {"z_dim": config.z_dim, "width": config.width, "classes": classes, "channels": int(images.shape[1]),
+            "image_size": int(images.shape[-1]), "train": dataclasses.asdict(config), "world_size": world_size}
+    if rank == 0:
+        storage.fresh_dir(out)
+    torch.manual_seed(config.seed)  # equal initial weights on every rank (DDP also broadcasts rank 0's at wrap time)
+    generator = build_generator(spec).to(device)
+    discriminator = Discriminator(len(classes), spec["channels"], spec["image_size"], config.width,
+                                  config.discriminator_width, config.minibatch_std).to(device)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    ddp_g, ddp_d = DistributedDataParallel(generator), DistributedDataParallel(discriminator)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=(0.0, 0.99))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=(0.0, 0.99))
+    mine = shard(len(images), rank, world_size)
+    local_batch, policy = config.batch_size // world_size, parse_policy(config.augment)
+    rng = torch.Generator().manual_seed(config.seed + 1000 * rank)  # different batches and noise per rank
+    images, labels, rows, clock = images.to(device), labels.to(device), [], time.perf_counter()
+    for step in range(1, config.steps + 1):
+        index = mine[torch.randint(0, len(mine), (local_batch,), generator=rng)].to(device)
+        real, batch_labels = images[index].float() / 127.5 - 1.0, labels[index]
+        z, fake_labels, half = torch.randn(local_batch, config.z_dim, generator=rng).to(device), batch_labels, local_batch // 2
+        if config.mode_seeking:  # pairs (i, i + half) share a class and differ in z only, as in train.run
+            fake_labels = torch.cat([batch_labels[:half], batch_labels[:half], batch_labels[2 * half:]])
+        fake = ddp_g(z, fake_labels)
+        # One D forward per backward (DDP's rule): real and fake go through together.
+        both = torch.cat([diff_augment(real, policy, rng), diff_augment(fake.detach(), policy, rng)])
+        scores = ddp_d(both, torch.cat([batch_labels, fake_labels]))
+        loss_d = discriminator_hinge(scores[:local_batch], scores[local_batch:])
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        # D frozen for G's step: no D gradients, so D's DDP hooks stay quiet; G's gradients are averaged.
+        discriminator.requires_grad_(False)
+        loss_g = generator_hinge(discriminator(diff_augment(fake, policy, rng), fake_labels))
+        if config.mode_seeking:
+            loss_g = loss_g + config.mode_seeking * mode_seeking_penalty(fake, z, half)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        discriminator.requires_grad_(True)
+        train._update_ema(ema, generator, train._ema_decay(config, step * config.batch_size))
+        if step % train.LOG_EVERY == 0 or step == config.steps:
+            losses = torch.stack([loss_d.detach(), loss_g.detach(), scores[:local_batch].detach().mean(),
+                                  scores[local_batch:].detach().mean()])
+            dist.all_reduce(losses)  # the mean over ranks is the loss of the global batch
+            values = (losses / world_size).tolist()
+            if not all(np.isfinite(values)):
+                raise AugmentError(f"GAN training diverged at step {step}; lower the learning rates and run again")
+            rows.append([step, *(round(v, 5) for v in values), round(config.batch_size * step / (time.perf_counter() - clock), 1)])
+        if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
+            storage.write_csv(out / "losses.csv", ["step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_second"], rows)
+            train._save_checkpoint(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
+    if rank == 0:
+        logger.info("distributed training on %d processes done", world_size)
+        summary = train._finish(out, spec, ema, rows, time.perf_counter() - start)
+    dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
+    return summary if rank == 0 else None
