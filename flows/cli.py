@@ -175,11 +175,35 @@ def serve(
     task_runner(runner, dask_address, dask_workers, torch_threads)
     check_output_location(config.ingest.dataset, out)
     _filter_user_error_tracebacks()
+    _bound_shutdown(f"stopped serving augment/{name}")
     try:
         deploy.serve(name, cron, deploy.flow_parameters(config, out, runner, dask_address, dask_workers, torch_threads))
     except KeyboardInterrupt:
         pass
     console.print(f"stopped serving augment/{name}")
+
+
+SHUTDOWN_SECONDS = 30
+
+
+def _bound_shutdown(message: str) -> None:
+    """Ctrl-C must stop `serve`: Prefect's runner once hung for over a minute while shutting down (in the test suite,
+    under load), so after a Ctrl-C it gets SHUTDOWN_SECONDS to finish cleanly, then the process exits anyway."""
+    import signal
+    import threading
+
+    def on_interrupt(signum, frame):
+        def force() -> None:
+            console.print(f"{message} (shutdown forced after {SHUTDOWN_SECONDS} s)")
+            os._exit(0)
+
+        timer = threading.Timer(SHUTDOWN_SECONDS, force)
+        timer.daemon = True  # a clean shutdown does not wait for it
+        timer.start()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
 
 
 @app.command("deploy")
