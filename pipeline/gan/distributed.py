@@ -16,7 +16,7 @@ from pipeline.config import TrainConfig
 from pipeline.errors import AugmentError
 from pipeline.gan import train
 from pipeline.gan.augment import diff_augment, parse_policy
-from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_penalty
+from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_labels, mode_seeking_penalty
 from pipeline.gan.networks import Discriminator, build_generator
 from pipeline.progress import logger
 
@@ -60,9 +60,8 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path, device
     for step in range(1, config.steps + 1):
         index = mine[torch.randint(0, len(mine), (local_batch,), generator=rng)].to(device)
         real, batch_labels = images[index].float() / 127.5 - 1.0, labels[index]
-        z, fake_labels, half = torch.randn(local_batch, config.z_dim, generator=rng).to(device), batch_labels, local_batch // 2
-        if config.mode_seeking:  # pairs (i, i + half) share a class and differ in z only, as in train.run
-            fake_labels = torch.cat([batch_labels[:half], batch_labels[:half], batch_labels[2 * half:]])
+        z = torch.randn(local_batch, config.z_dim, generator=rng).to(device)
+        fake_labels, half = mode_seeking_labels(batch_labels, bool(config.mode_seeking))
         fake = ddp_g(z, fake_labels)
         # One D forward per backward (DDP's rule): real and fake go through together.
         both = torch.cat([diff_augment(real, policy, rng), diff_augment(fake.detach(), policy, rng)])

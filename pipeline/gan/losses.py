@@ -19,3 +19,11 @@ def mode_seeking_penalty(fake: torch.Tensor, z: torch.Tensor, half: int) -> torc
     image_distance = (fake[:half] - fake[half:2 * half]).abs().mean(dim=(1, 2, 3))
     latent_distance = (z[:half] - z[half:2 * half]).abs().mean(dim=1)
     return 1.0 / ((image_distance / latent_distance).mean() + 1e-5)
+
+
+def mode_seeking_labels(labels: torch.Tensor, enabled: bool) -> tuple[torch.Tensor, int]:
+    """The fake batch's classes and the pair offset: with mode seeking, images i and i + half share a class."""
+    half = len(labels) // 2
+    if not enabled:
+        return labels, half
+    return torch.cat([labels[:half], labels[:half], labels[2 * half:]]), half

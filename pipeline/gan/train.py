@@ -16,7 +16,7 @@ from pipeline.config import TrainConfig
 from pipeline.device import autocast, pick_device, prepare_module
 from pipeline.errors import AugmentError
 from pipeline.gan.augment import diff_augment, parse_policy
-from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_penalty
+from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_labels, mode_seeking_penalty
 from pipeline.gan.networks import Discriminator, build_generator, default_width, to_uint8
 from pipeline.gan.quality import COLUMNS as QUALITY_COLUMNS, QualityProbe
 from pipeline.progress import logger, track
@@ -115,10 +115,7 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
         real = images[index].float() / 127.5 - 1.0
         batch_labels = labels[index]
         z = torch.randn(config.batch_size, config.z_dim, generator=rng).to(device)
-        fake_labels = batch_labels
-        if config.mode_seeking:  # pairs (i, i + B/2) share a class and differ in z only
-            half = config.batch_size // 2
-            fake_labels = torch.cat([batch_labels[:half], batch_labels[:half], batch_labels[2 * half:]])
+        fake_labels, half = mode_seeking_labels(batch_labels, bool(config.mode_seeking))
         with autocast(device):
             fake = g_step(z, fake_labels)
             real_scores = d_step(diff_augment(real, policy, rng), batch_labels)
