@@ -1,4 +1,6 @@
-"""Seconds per GAN training step at several image sizes, through the real training loop (pipeline.gan.train)."""
+"""Seconds per GAN training step at several image sizes, through the real training loop (pipeline.gan.train), and
+seconds per step of the evaluate stage's classifier (pipeline.evaluate.classifier.train_classifier, real+aug) — above
+32 px also without its strided stem (the classifier pooling from the full size, as before the stem existed)."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +15,7 @@ import torch
 
 from pipeline import config as config_module
 from pipeline import storage
+from pipeline.evaluate import classifier
 from pipeline.gan import train
 from pipeline.gan.networks import Discriminator, build_generator
 
@@ -39,6 +42,22 @@ def measure(image_size: int, channels: int, steps: int, overrides: list[str]) ->
             "seconds_per_step": round(config.batch_size / summary["images_per_second"], 3), "wall_seconds": round(seconds, 1)}
 
 
+def classifier_step(image_size: int, channels: int, steps: int, stem: bool = True) -> float:
+    """Seconds per classifier step (default evaluate settings, real+aug condition) on random pixels."""
+    config = config_module.load(None, [f"evaluate.steps={steps}"]).evaluate
+    rng = np.random.default_rng(0)
+    real = (rng.integers(0, 256, (200, channels, image_size, image_size), dtype=np.uint8), np.arange(200) % 10)
+    condition = next(c for c in classifier.CONDITIONS if c.name == "real+aug")
+    default_side = classifier.STEM_SIDE
+    classifier.STEM_SIDE = default_side if stem else 10 ** 9
+    try:
+        clock = time.perf_counter()
+        classifier.train_classifier(config, condition, 0, real, None, 10, torch.device("cpu"))
+        return round((time.perf_counter() - clock) / steps, 4)
+    finally:
+        classifier.STEM_SIDE = default_side
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="28:1,64:3,128:3", help="image_size:channels pairs, comma-separated")
@@ -50,6 +69,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     rows = [measure(int(s), int(c), args.steps, args.set) for s, c in (pair.split(":") for pair in args.sizes.split(","))]
+    for row in rows:
+        row["classifier_seconds_per_step"] = classifier_step(row["image_size"], row["channels"], args.steps)
+        if row["image_size"] > classifier.STEM_SIDE:
+            row["classifier_seconds_per_step_without_stem"] = classifier_step(row["image_size"], row["channels"], args.steps, stem=False)
     result = {"rows": rows, "threads": args.threads, "steps": args.steps, "overrides": args.set,
               "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     print(json.dumps(result, indent=2))

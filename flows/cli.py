@@ -151,13 +151,29 @@ def _config_with_shorthands(dataset: Optional[Path], per_class: Optional[int], p
     return overrides, config
 
 
+ScheduledOutOption = Annotated[Path, typer.Option(help="Parent folder: every run writes to a new <dataset>-<date>-<run id> folder in it.")]
+
+
+def _scheduled_parameters(dataset, cron, per_class, params, set_, out, runner, dask_address, dask_workers, torch_threads) -> dict:
+    """Checks shared by `serve` and `deploy` (cron, config, runner options, output location), then the flow's parameters."""
+    from flows import deploy
+    from flows.runners import task_runner
+    from pipeline.ingest import check_output_location
+
+    deploy.check_cron(cron)
+    _, config = _config_with_shorthands(dataset, per_class, params, set_, out)
+    task_runner(runner, dask_address, dask_workers, torch_threads)
+    check_output_location(config.ingest.dataset, out)
+    return deploy.flow_parameters(config, out, runner, dask_address, dask_workers, torch_threads)
+
+
 @app.command()
 def serve(
     dataset: Annotated[Path, typer.Option(help="ImageFolder to retrain on at every scheduled run (read afresh each time).")],
     cron: CronOption,
     name: NameOption,
     per_class: PerClassOption = None,
-    out: Annotated[Path, typer.Option(help="Parent folder: every run writes to a new <dataset>-<date>-<run id> folder in it.")] = Path("runs/scheduled"),
+    out: ScheduledOutOption = Path("runs/scheduled"),
     params: ParamsOption = None,
     set_: SetOption = None,
     runner: RunnerOption = "local",
@@ -167,17 +183,12 @@ def serve(
 ) -> None:
     """Register deployment augment/NAME with a cron schedule and execute its runs in this process until Ctrl-C."""
     from flows import deploy
-    from flows.runners import task_runner
-    from pipeline.ingest import check_output_location
 
-    deploy.check_cron(cron)
-    _, config = _config_with_shorthands(dataset, per_class, params, set_, out)
-    task_runner(runner, dask_address, dask_workers, torch_threads)
-    check_output_location(config.ingest.dataset, out)
+    parameters = _scheduled_parameters(dataset, cron, per_class, params, set_, out, runner, dask_address, dask_workers, torch_threads)
     _filter_user_error_tracebacks()
     _bound_shutdown(f"stopped serving augment/{name}")
     try:
-        deploy.serve(name, cron, deploy.flow_parameters(config, out, runner, dask_address, dask_workers, torch_threads))
+        deploy.serve(name, cron, parameters)
     except KeyboardInterrupt:
         pass
     console.print(f"stopped serving augment/{name}")
@@ -213,7 +224,7 @@ def deploy_command(
     name: NameOption,
     pool: Annotated[str, typer.Option(help="Prefect work pool whose worker runs the flow (`prefect worker start --pool POOL`); a process pool is created when missing.")],
     per_class: PerClassOption = None,
-    out: Annotated[Path, typer.Option(help="Parent folder: every run writes to a new <dataset>-<date>-<run id> folder in it.")] = Path("runs/scheduled"),
+    out: ScheduledOutOption = Path("runs/scheduled"),
     params: ParamsOption = None,
     set_: SetOption = None,
     runner: RunnerOption = "local",
@@ -223,14 +234,8 @@ def deploy_command(
 ) -> None:
     """Register deployment augment/NAME on a work pool with a cron schedule; a separate worker executes the runs."""
     from flows import deploy
-    from flows.runners import task_runner
-    from pipeline.ingest import check_output_location
 
-    deploy.check_cron(cron)
-    _, config = _config_with_shorthands(dataset, per_class, params, set_, out)
-    task_runner(runner, dask_address, dask_workers, torch_threads)
-    check_output_location(config.ingest.dataset, out)
-    parameters = deploy.flow_parameters(config, out, runner, dask_address, dask_workers, torch_threads)
+    parameters = _scheduled_parameters(dataset, cron, per_class, params, set_, out, runner, dask_address, dask_workers, torch_threads)
     deployment_id = deploy.deploy(name, cron, pool, parameters)
     console.print(f"deployment augment/{name} ({deployment_id}) on work pool '{pool}', schedule '{cron}'; "
                   f"start a worker: prefect worker start --pool {pool}")

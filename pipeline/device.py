@@ -43,8 +43,22 @@ def prepare_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Mo
     return module
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA GPUs that support it (no loss scaling needed); full fp32 elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast (no loss scaling needed) or full fp32. auto: bf16 on CUDA GPUs that support it, fp32 on CPU;
+    bf16 on a CPU is opt-in (a GAN step ran 1.5x faster on this machine's AVX-512 BF16 cores, benchmarks/perf_levers.py)."""
+    if precision not in PRECISIONS:
+        raise AugmentError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if precision == "bf16":
+            raise AugmentError("precision bf16 was requested but this GPU does not support bfloat16; use auto or fp32")
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -111,3 +111,22 @@ def test_mode_seeking_and_keep_best_export_the_lowest_frechet_snapshot(ingested,
     if best["step"] != "9":  # the last EMA differs from an earlier snapshot
         last = load_file(str(tmp_path / "gan" / "checkpoint.safetensors"))
         assert not all(torch.equal(last[f"G_ema.{k}"], kept[k]) for k in kept)
+
+
+def test_bf16_precision_runs_the_gan_steps_in_bfloat16_on_cpu(ingested, digits_dir, tmp_path):
+    from pipeline.device import autocast
+
+    layer, x = torch.nn.Linear(4, 4), torch.ones(2, 4)
+    with autocast(torch.device("cpu"), "bf16"):
+        assert layer(x).dtype == torch.bfloat16
+    for precision in ("auto", "fp32"):  # on a CPU, only an explicit bf16 changes the arithmetic
+        with autocast(torch.device("cpu"), precision):
+            assert layer(x).dtype == torch.float32
+    with pytest.raises(AugmentError, match="precision must be one of"):
+        autocast(torch.device("cpu"), "fp16")
+    config = tiny_config(digits_dir, "train.precision=bf16").train
+    summary = train.run(config, ingested, tmp_path / "gan")
+    rows = list(csv.DictReader(open(tmp_path / "gan" / "losses.csv")))
+    assert summary["steps"] == 6 and all(torch.isfinite(torch.tensor(float(r["loss_g"]))) for r in rows)
+    weights = load_file(str(tmp_path / "gan" / "generator_ema.safetensors"))
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())  # master weights stay fp32

@@ -13,6 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline import storage
 from pipeline.config import TrainConfig
+from pipeline.device import autocast
 from pipeline.errors import AugmentError
 from pipeline.gan import train
 from pipeline.gan.augment import diff_augment, parse_policy
@@ -62,19 +63,21 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path, device
         real, batch_labels = images[index].float() / 127.5 - 1.0, labels[index]
         z = torch.randn(local_batch, config.z_dim, generator=rng).to(device)
         fake_labels, half = mode_seeking_labels(batch_labels, bool(config.mode_seeking))
-        fake = ddp_g(z, fake_labels)
-        # One D forward per backward (DDP's rule): real and fake go through together.
-        both = torch.cat([diff_augment(real, policy, rng), diff_augment(fake.detach(), policy, rng)])
-        scores = ddp_d(both, torch.cat([batch_labels, fake_labels]))
-        loss_d = discriminator_hinge(scores[:local_batch], scores[local_batch:])
+        with autocast(device, config.precision):
+            fake = ddp_g(z, fake_labels)
+            # One D forward per backward (DDP's rule): real and fake go through together.
+            both = torch.cat([diff_augment(real, policy, rng), diff_augment(fake.detach(), policy, rng)])
+            scores = ddp_d(both, torch.cat([batch_labels, fake_labels]))
+            loss_d = discriminator_hinge(scores[:local_batch], scores[local_batch:])
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         # D frozen for G's step: no D gradients, so D's DDP hooks stay quiet; G's gradients are averaged.
         discriminator.requires_grad_(False)
-        loss_g = generator_hinge(discriminator(diff_augment(fake, policy, rng), fake_labels))
-        if config.mode_seeking:
-            loss_g = loss_g + config.mode_seeking * mode_seeking_penalty(fake, z, half)
+        with autocast(device, config.precision):
+            loss_g = generator_hinge(discriminator(diff_augment(fake, policy, rng), fake_labels))
+            if config.mode_seeking:
+                loss_g = loss_g + config.mode_seeking * mode_seeking_penalty(fake, z, half)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

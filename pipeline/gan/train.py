@@ -116,7 +116,7 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
         batch_labels = labels[index]
         z = torch.randn(config.batch_size, config.z_dim, generator=rng).to(device)
         fake_labels, half = mode_seeking_labels(batch_labels, bool(config.mode_seeking))
-        with autocast(device):
+        with autocast(device, config.precision):
             fake = g_step(z, fake_labels)
             real_scores = d_step(diff_augment(real, policy, rng), batch_labels)
             fake_scores = d_step(diff_augment(fake.detach(), policy, rng), fake_labels)
@@ -124,7 +124,7 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-        with autocast(device):
+        with autocast(device, config.precision):
             loss_g = generator_hinge(d_step(diff_augment(fake, policy, rng), fake_labels))
             if config.mode_seeking:
                 loss_g = loss_g + config.mode_seeking * mode_seeking_penalty(fake, z, half)
