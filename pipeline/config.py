@@ -12,6 +12,9 @@ import yaml
 from pipeline.errors import AugmentError
 
 
+PRECISIONS = ("auto", "fp32", "bf16")  # train.precision; pipeline.device.autocast reads the same list
+
+
 @dataclass
 class IngestConfig:
     dataset: str = "data"            # ImageFolder root; may hold train/ and test/ (or val/) sub-folders
@@ -229,7 +232,7 @@ def validate(config: Config) -> None:
     _check(0.1 <= train.discriminator_width <= 4, f"train.discriminator_width must be in [0.1, 4], got {train.discriminator_width}")
     _check(train.mode_seeking >= 0, f"train.mode_seeking must be >= 0, got {train.mode_seeking}")
     _check(train.keep in ("last", "best"), f"train.keep must be last or best, got {train.keep!r}")
-    _check(train.precision in ("auto", "fp32", "bf16"), f"train.precision must be auto, fp32 or bf16, got {train.precision!r}")
+    _check(train.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
     known = {"translation", "cutout", "color"}
     policy = {p.strip() for p in train.augment.split(",") if p.strip()}
     _check(policy <= known, f"train.augment has unknown parts {sorted(policy - known)}; use any of {sorted(known)}")

@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from pipeline.config import PRECISIONS
 from pipeline.errors import AugmentError
 
 
@@ -41,9 +42,6 @@ def prepare_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Mo
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return module
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def autocast(device: torch.device, precision: str = "auto"):

@@ -113,7 +113,7 @@ def test_mode_seeking_and_keep_best_export_the_lowest_frechet_snapshot(ingested,
         assert not all(torch.equal(last[f"G_ema.{k}"], kept[k]) for k in kept)
 
 
-def test_bf16_precision_runs_the_gan_steps_in_bfloat16_on_cpu(ingested, digits_dir, tmp_path):
+def test_bf16_precision_runs_the_gan_steps_in_bfloat16_on_cpu(ingested, digits_dir, tmp_path, monkeypatch):
     from pipeline.device import autocast
 
     layer, x = torch.nn.Linear(4, 4), torch.ones(2, 4)
@@ -125,7 +125,10 @@ def test_bf16_precision_runs_the_gan_steps_in_bfloat16_on_cpu(ingested, digits_d
     with pytest.raises(AugmentError, match="precision must be one of"):
         autocast(torch.device("cpu"), "fp16")
     config = tiny_config(digits_dir, "train.precision=bf16").train
+    asked = []  # the training loop must pass the configured precision to every autocast it opens
+    monkeypatch.setattr(train, "autocast", lambda device, precision="auto": asked.append(precision) or autocast(device, precision))
     summary = train.run(config, ingested, tmp_path / "gan")
+    assert asked and set(asked) == {"bf16"}
     rows = list(csv.DictReader(open(tmp_path / "gan" / "losses.csv")))
     assert summary["steps"] == 6 and all(torch.isfinite(torch.tensor(float(r["loss_g"]))) for r in rows)
     weights = load_file(str(tmp_path / "gan" / "generator_ema.safetensors"))

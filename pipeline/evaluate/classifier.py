@@ -48,20 +48,20 @@ def conditions_for(config: EvaluateConfig) -> tuple[Condition, ...]:
     return CONDITIONS + extra
 
 
-STEM_SIDE = 32  # above this side, strided stem convolutions halve the image before the pooled blocks
+STEM_SIDE = 32  # from twice this side up, strided stem convolutions halve the image before the pooled blocks
 
 
 class SmallCNN(nn.Module):
     """Conv-BN-ReLU blocks, max-pooled while the side is even and above 7, then global average pooling.
     For 1 x 28 x 28, width 32: 32 x 14 x 14 -> 64 x 7 x 7 -> 128 x 7 x 7 -> 128 (features) -> classes.
-    Above 32 px a stride-2 stem convolution (width channels) halves the side until it is at most 32, so the
-    blocks cost the same at any size: 3 x 64 x 64 -> 32 x 32 x 32 -> then as for 32 px (3x fewer multiply-adds
-    than pooling from 64 px)."""
+    From 64 px up, stride-2 stem convolutions (width channels) halve the side until it is below 64, so the blocks
+    work on 32-63 px whatever the size and keep the capacity they have there: 3 x 64 x 64 -> 32 x 32 x 32 -> then as
+    for 32 px (3x fewer multiply-adds than pooling from 64 px); 128 -> 64 -> 32; 96 -> 48."""
 
     def __init__(self, channels: int, num_classes: int, image_size: int, width: int = 16):
         super().__init__()
         layers, previous, side = [], channels, image_size
-        while side > STEM_SIDE:
+        while side >= 2 * STEM_SIDE:
             layers += [nn.Conv2d(previous, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
             previous, side = width, (side + 1) // 2
         while True:

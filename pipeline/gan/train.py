@@ -188,7 +188,7 @@ def _save_checkpoint(out: Path, spec: dict, step: int, generator, discriminator,
     storage.save_tensors(out / "checkpoint.safetensors", tensors, metadata)
 
 
-RESUME_IGNORES = ("steps", "sample_every", "checkpoint_every", "device", "compile", "track_quality")  # may change between runs
+RESUME_IGNORES = ("steps", "sample_every", "checkpoint_every", "device", "compile", "precision", "track_quality")  # may change between runs
 
 
 def _same_model(a: dict, b: dict) -> bool:
