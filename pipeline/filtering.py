@@ -29,6 +29,9 @@ def select_seeds(generator, teacher: SmallCNN, candidates: dict[int, list[int]],
     Only scores are held, never the candidate images (they are regenerated from their seeds when written)."""
     chosen, scores = {}, {}
     for c, seeds in candidates.items():
+        if not seeds:  # a class balancing gives nothing (already at the target)
+            chosen[c], scores[c] = [], []
+            continue
         values = []
         for start in track(range(0, len(seeds), batch_size), (len(seeds) + batch_size - 1) // batch_size, f"generate: scoring class {c}"):
             batch = seeds[start:start + batch_size]

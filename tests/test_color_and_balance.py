@@ -115,6 +115,9 @@ def test_balanced_generation_tops_up_rare_digits(digits_dir, tmp_path):
     rows = {r["class"]: r for r in csv.DictReader(open(tmp_path / "synthetic" / "per_class.csv"))}
     assert (rows["2"]["real_train"], rows["2"]["generated"]) == ("3", "10") and rows["0"]["generated"] == "0"
     assert "topped up to 13" in rows["1"]["reason"]
+    # the default teacher filter with classes that get no images (it once crashed on their empty candidate lists)
+    filtered = generate.run(dataclasses.replace(config.generate, filter="teacher"), tmp_path / "gan", tmp_path / "filtered", tmp_path / "ingest")
+    assert filtered["generated"] == result["generated"] and sorted(p.name for p in (tmp_path / "filtered").iterdir() if p.is_dir()) == ["1", "2"]
     dataset = torchvision.datasets.ImageFolder(str(tmp_path / "synthetic"))
     assert dataset.classes == ["1", "2"] and len(dataset) == 17  # no empty folders for classes already at the target
     with pytest.raises(AugmentError, match="needs the ingest stage's stats.json"):
