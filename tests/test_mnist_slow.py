@@ -23,7 +23,7 @@ def mnist_split(mnist_dir, tmp_path_factory):
 def test_low_data_mnist_run_end_to_end(mnist_split, cli_env, tmp_path):
     out = tmp_path / "out"
     command = [str(BIN / "augment"), "run", "--dataset", str(mnist_split), "--per-class", "100", "--out", str(out),
-               "--set", "train.steps=300", "--set", "evaluate.seeds=2"]
+               "--set", "train.steps=300", "--set", "evaluate.seeds=2", "--set", "evaluate.steps=300"]  # half the default: suite time
     result = subprocess.run(command, env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     digits = [str(d) for d in range(10)]
