@@ -1,6 +1,6 @@
 """Seconds per GAN training step at several image sizes, through the real training loop (pipeline.gan.train), and
-seconds per step of the evaluate stage's classifier (pipeline.evaluate.classifier.train_classifier, real+aug) — above
-32 px also without its strided stem (the classifier pooling from the full size, as before the stem existed)."""
+seconds per step of the evaluate stage's classifier (pipeline.evaluate.classifier.train_classifier, real+aug) — where
+it has a strided stem (from 64 px) also without it (pooling from the full size, as before the stem existed)."""
 from __future__ import annotations
 
 import argparse
@@ -73,7 +73,7 @@ def main() -> None:
     rows = [measure(int(s), int(c), args.steps, args.set) for s, c in (pair.split(":") for pair in args.sizes.split(","))]
     for row in rows:
         row["classifier_seconds_per_step"] = classifier_step(row["image_size"], row["channels"], args.steps)
-        if row["image_size"] > classifier.STEM_SIDE:
+        if row["image_size"] >= 2 * classifier.STEM_SIDE:  # the sizes that get a stem
             row["classifier_seconds_per_step_without_stem"] = classifier_step(row["image_size"], row["channels"], args.steps, stem=False)
     result = {"rows": rows, "threads": args.threads, "steps": args.steps, "overrides": args.set,
               "loadavg_before": load_before, "loadavg_after": os.getloadavg()}

@@ -49,14 +49,10 @@ def autocast(device: torch.device, precision: str = "auto"):
     bf16 on a CPU is opt-in (a GAN step ran 1.5x faster on this machine's AVX-512 BF16 cores, benchmarks/perf_levers.py)."""
     if precision not in PRECISIONS:
         raise AugmentError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cuda" and precision != "fp32" and not torch.cuda.is_bf16_supported():
         if precision == "bf16":
             raise AugmentError("precision bf16 was requested but this GPU does not support bfloat16; use auto or fp32")
-        return contextlib.nullcontext()
-    if precision == "bf16":
+        precision = "fp32"
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
