@@ -73,6 +73,7 @@ class EvaluateConfig:
     lr: float = 1e-3
     width: int = 32                  # channels of the classifier's first block; doubled per pooled block
     augment: str = "affine"          # classical augmentation of the +aug conditions: affine and/or flip
+    augment_probability: float = 0.5  # chance that each image of a +aug batch is augmented (the rest stay as they are)
     synthetic_share: float = 0.5     # fraction of each real+synthetic batch drawn from synthetic images
     max_synthetic_per_class: int = 5000  # synthetic images per class read for training (bounds memory; 600 steps
                                      # of 32 synthetic images draw fewer than 2,000 per class)
@@ -253,6 +254,8 @@ def validate(config: Config) -> None:
     classical = {p.strip() for p in evaluate.augment.split(",") if p.strip()}
     _check(bool(classical) and classical <= {"affine", "flip"},
            f"evaluate.augment must name affine and/or flip (e.g. 'affine' or 'affine,flip'), got {evaluate.augment!r}")
+    _check(0.0 < evaluate.augment_probability <= 1.0,
+           f"evaluate.augment_probability must be in (0, 1], got {evaluate.augment_probability}")
     _check(0.0 <= evaluate.synthetic_share < 1.0, f"evaluate.synthetic_share must be in [0, 1), got {evaluate.synthetic_share}")
     try:
         shares = parse_shares(evaluate.candidate_shares)

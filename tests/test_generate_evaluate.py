@@ -130,6 +130,15 @@ def test_classical_augmentation_moves_pixels_but_keeps_shape():
     assert 0.3 < y.sum() / x.sum() < 2.0, "an affine warp keeps roughly the same amount of ink"
 
 
+def test_augment_probability_leaves_the_other_images_exactly_as_they_are():
+    x = torch.rand(400, 1, 12, 12)
+    y = classical_augment(x, "affine", torch.Generator().manual_seed(0), probability=0.5)
+    unchanged = (x - y).abs().amax(dim=(1, 2, 3)) < 1e-5
+    assert 0.4 < unchanged.float().mean() < 0.6, f"about half should be left alone, got {unchanged.float().mean():.2f}"
+    everything = classical_augment(x, "affine", torch.Generator().manual_seed(0), probability=1.0)
+    assert ((x - everything).abs().amax(dim=(1, 2, 3)) > 1e-3).all(), "probability 1 transforms every image"
+
+
 def test_fidelity_measures_separate_good_from_bad_samples():
     rng = np.random.default_rng(0)
     real = rng.normal(size=(300, 8))

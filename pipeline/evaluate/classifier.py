@@ -82,8 +82,9 @@ class SmallCNN(nn.Module):
         return self.head(self.embed(x))
 
 
-def classical_augment(x: torch.Tensor, policy: str, generator: torch.Generator) -> torch.Tensor:
-    """Random affine (±10° rotation, ±10% scale, ±12.5% shift) and, if asked, horizontal flips; batched."""
+def classical_augment(x: torch.Tensor, policy: str, generator: torch.Generator, probability: float = 1.0) -> torch.Tensor:
+    """Random affine (±10° rotation, ±10% scale, ±12.5% shift) and, if asked, horizontal flips; batched. Each image
+    is transformed with the given probability and otherwise left as it is."""
     batch = x.shape[0]
     draw = lambda low, high: torch.rand(batch, generator=generator) * (high - low) + low
     theta = torch.zeros(batch, 2, 3)
@@ -96,6 +97,9 @@ def classical_augment(x: torch.Tensor, policy: str, generator: torch.Generator) 
         theta[:, 0, 0] = theta[:, 1, 1] = 1.0
     if "flip" in policy:
         theta[:, 0, :2] *= torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0)[:, None]
+    if probability < 1.0:  # the identity transform for the images left as they are
+        keep = torch.rand(batch, generator=generator) >= probability
+        theta[keep] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -126,7 +130,7 @@ def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, re
                  for i in [torch.randint(0, len(x), (n,), generator=rng)]]
         x, y = _to_float(torch.cat([p[0] for p in parts])), torch.cat([p[1] for p in parts])
         if condition.augment:
-            x = classical_augment(x, config.augment, augment_rng)
+            x = classical_augment(x, config.augment, augment_rng, config.augment_probability)
         x, y = x.to(device), y.to(device)
         with autocast(device):
             loss = F.cross_entropy(model(x), y)
