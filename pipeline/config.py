@@ -72,7 +72,7 @@ class EvaluateConfig:
     batch_size: int = 64
     lr: float = 1e-3
     width: int = 32                  # channels of the classifier's first block; doubled per pooled block
-    augment: str = "affine"          # classical augmentation of the +aug conditions: affine and/or flip
+    augment: str = "affine,elastic"  # classical augmentation of the +aug conditions: affine, elastic and/or flip
     augment_probability: float = 0.5  # chance that each image of a +aug batch is augmented (the rest stay as they are)
     synthetic_share: float = 0.5     # fraction of each real+synthetic batch drawn from synthetic images
     max_synthetic_per_class: int = 5000  # synthetic images per class read for training (bounds memory; 600 steps
@@ -252,8 +252,9 @@ def validate(config: Config) -> None:
     _check(evaluate.max_synthetic_per_class >= 1, f"evaluate.max_synthetic_per_class must be >= 1, got {evaluate.max_synthetic_per_class}")
     _check(evaluate.width >= 4, f"evaluate.width must be at least 4, got {evaluate.width}")
     classical = {p.strip() for p in evaluate.augment.split(",") if p.strip()}
-    _check(bool(classical) and classical <= {"affine", "flip"},
-           f"evaluate.augment must name affine and/or flip (e.g. 'affine' or 'affine,flip'), got {evaluate.augment!r}")
+    _check(bool(classical) and classical <= {"affine", "elastic", "flip"},
+           f"evaluate.augment must name any of affine, elastic and flip (e.g. 'affine,elastic' or 'affine,flip'), "
+           f"got {evaluate.augment!r}")
     _check(0.0 < evaluate.augment_probability <= 1.0,
            f"evaluate.augment_probability must be in (0, 1], got {evaluate.augment_probability}")
     _check(0.0 <= evaluate.synthetic_share < 1.0, f"evaluate.synthetic_share must be in [0, 1), got {evaluate.synthetic_share}")

@@ -137,6 +137,19 @@ def test_augment_probability_leaves_the_other_images_exactly_as_they_are():
     assert 0.4 < unchanged.float().mean() < 0.6, f"about half should be left alone, got {unchanged.float().mean():.2f}"
     everything = classical_augment(x, "affine", torch.Generator().manual_seed(0), probability=1.0)
     assert ((x - everything).abs().amax(dim=(1, 2, 3)) > 1e-3).all(), "probability 1 transforms every image"
+    elastic = classical_augment(x, "affine,elastic", torch.Generator().manual_seed(0), probability=0.5)
+    unchanged = (x - elastic).abs().amax(dim=(1, 2, 3)) < 1e-5
+    assert 0.4 < unchanged.float().mean() < 0.6, "the displacement field is also zero for the images left alone"
+
+
+def test_elastic_displacement_bends_strokes_that_an_affine_map_keeps_straight():
+    x = torch.full((64, 1, 28, 28), -1.0)
+    x[:, :, :, 13:15] = 1.0                                                    # one vertical stroke through the middle
+    bent = classical_augment(x, "elastic", torch.Generator().manual_seed(0))  # no affine part: only the field
+    columns = lambda images: (images[:, 0] > 0).float().argmax(dim=2)         # first inked column of every row
+    spread = columns(bent)[:, 4:24].float().std(dim=1)                         # a straight shifted stroke has spread 0
+    assert spread.mean() > 0.4, f"the stroke should wander from row to row, column spread {spread.mean():.2f}"
+    assert 0.5 < (bent > 0).sum() / (x > 0).sum() < 1.5, "the field moves ink, it does not add or erase much"
 
 
 def test_fidelity_measures_separate_good_from_bad_samples():

@@ -82,9 +82,14 @@ class SmallCNN(nn.Module):
         return self.head(self.embed(x))
 
 
+ELASTIC_GRID, ELASTIC_SCALE = 4, 0.1  # control points per side; displacement std in normalized units (2 span the side)
+
+
 def classical_augment(x: torch.Tensor, policy: str, generator: torch.Generator, probability: float = 1.0) -> torch.Tensor:
-    """Random affine (±10° rotation, ±10% scale, ±12.5% shift) and, if asked, horizontal flips; batched. Each image
-    is transformed with the given probability and otherwise left as it is."""
+    """Batched classical augmentation, one resampling per image: random affine (±10° rotation, ±10% scale, ±12.5%
+    shift), if asked horizontal flips, and with 'elastic' a smooth random displacement field (a 4 x 4 grid of
+    offsets with std 5% of the side, upsampled bicubically; Simard et al. 2003). Each image is transformed with the
+    given probability and otherwise left exactly as it is."""
     batch = x.shape[0]
     draw = lambda low, high: torch.rand(batch, generator=generator) * (high - low) + low
     theta = torch.zeros(batch, 2, 3)
@@ -97,10 +102,18 @@ def classical_augment(x: torch.Tensor, policy: str, generator: torch.Generator, 
         theta[:, 0, 0] = theta[:, 1, 1] = 1.0
     if "flip" in policy:
         theta[:, 0, :2] *= torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0)[:, None]
+    flow = None
+    if "elastic" in policy:
+        offsets = ELASTIC_SCALE * torch.randn(batch, 2, ELASTIC_GRID, ELASTIC_GRID, generator=generator)
+        flow = F.interpolate(offsets, size=tuple(x.shape[-2:]), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
     if probability < 1.0:  # the identity transform for the images left as they are
         keep = torch.rand(batch, generator=generator) >= probability
         theta[keep] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        if flow is not None:
+            flow[keep] = 0.0
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    if flow is not None:
+        grid = grid + flow.to(x.device, x.dtype)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
