@@ -39,6 +39,9 @@ def test_overrides_are_typed():
     ("generate.per_class=-5", "generate.per_class must be at least 1"),
     ("ingest.image_size=30", "ingest.image_size must be a multiple of 4"),
     ("train.augment=flip", "train.augment has unknown parts"),
+    ("evaluate.augment=affine,warp", "evaluate.augment must name any of affine, elastic and flip"),
+    ("evaluate.augment_probability=0", "evaluate.augment_probability must be in (0, 1]"),
+    ("evaluate.augment_probability=1.5", "evaluate.augment_probability must be in (0, 1]"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(AugmentError, match=message.replace("(", r"\(").replace(")", r"\)")):
