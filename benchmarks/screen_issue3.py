@@ -12,6 +12,7 @@ generator). Session 5's screen (benchmarks/results/screening_issue3.md) ran, eac
 
     python benchmarks/screen_issue3.py --run RUN --split SPLIT --seeds 3 --tag s1   # every variant, default generator
     python benchmarks/screen_issue3.py --run RUN --split SPLIT --gan GAN --variants base,syn_agree,syn_conf,cas,cas_aug
+    python benchmarks/screen_issue3.py --run RUN --split SPLIT --variants base,oracle16,oracle48 --tag s3-oracle
 Variants (names below): what fills each batch, how it is labelled, and whether classical augmentation applies.
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pipeline.gan.networks import build_generator, to_uint8  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CONFIG = EvaluateConfig()
+ORACLE_SIZES = (16, 48)  # extra real images per class: what a generator would have to be worth
 
 
 @dataclass
@@ -158,6 +160,8 @@ def variants(share: float) -> dict[str, Variant]:
         "cas": Variant([Part("syn_agree", CONFIG.batch_size, augment=False)], "synthetic only (teacher-agreed samples), no augmentation"),
         "cas_aug": Variant([Part("syn_agree", CONFIG.batch_size)], "synthetic only (teacher-agreed samples), with classical augmentation"),
         "oracle": Variant([Part("real", r), Part("oracle", n)], "ceiling: the slots filled with EXTRA REAL images (tuning half A), scored on half B"),
+        **{f"oracle{k}": Variant([Part("real", r), Part(f"oracle{k}", n)], f"the slots filled with {k} extra real images per class (from half A), scored on half B")
+           for k in ORACLE_SIZES},
     }
 
 
@@ -194,6 +198,9 @@ def main() -> None:
                            for c in range(num_classes)])
     pools = {"real": real, "syn_conf": (raw[0][conf], raw[1][conf]), "syn_raw": raw, "syn_agree": (raw[0][agree], raw[1][agree]), "syn_top": top,
              "oracle": (tune_x[half_a], tune_y[half_a])}
+    for k in ORACLE_SIZES:
+        chosen = np.concatenate([half_a[tune_y[half_a] == c][:k] for c in range(num_classes)])
+        pools[f"oracle{k}"] = (tune_x[chosen], tune_y[chosen])
     soft = {"real": probabilities(teachers, real[0]), "syn_raw": raw_p}
     ensemble_accuracy = float((probabilities(teachers, tune_x).argmax(1) == tune_y).mean())
     print(f"teachers + pools {time.perf_counter() - clock:.0f} s; ensemble of {args.teachers} on tuning {100 * ensemble_accuracy:.2f}%; "
@@ -213,7 +220,7 @@ def main() -> None:
         scores[name] = runs
         if name == "base":
             base_cache.write_text(json.dumps(runs))
-        field_name = "half_b" if name == "oracle" else "all"
+        field_name = "half_b" if name.startswith("oracle") else "all"
         gain = paired_gain([r[field_name] for r in runs], [r[field_name] for r in scores["base"]]) if "base" in scores else None
         row = {"tag": args.tag, "variant": name, "note": variant.note, "share": args.share, "scored_on": field_name,
                "accuracy": [round(100 * r[field_name], 2) for r in runs], "ensemble_accuracy": ensemble_accuracy,
