@@ -125,6 +125,21 @@ def sample(generator, per_class: int, num_classes: int, z_dim: int, seed: int, s
     return np.concatenate(images), np.concatenate(labels)
 
 
+@torch.no_grad()
+def discriminator_scores(gan_dir: Path, spec: dict, images: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The last checkpoint's discriminator score of every image with its class (higher: more real-looking)."""
+    from pipeline.gan.networks import Discriminator
+    train_spec = spec["train"]
+    model = Discriminator(len(spec["classes"]), spec["channels"], spec["image_size"], spec["width"],
+                          train_spec["discriminator_width"], train_spec["minibatch_std"])
+    tensors = storage.load_tensors(gan_dir / "checkpoint.safetensors")
+    model.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
+    model.eval()
+    # minibatch std mixes a group of 4 images: score in groups of one class, as in training's batches (order is by class)
+    return np.concatenate([model(_to_float(torch.from_numpy(images[0][s:s + 256])), torch.from_numpy(images[1][s:s + 256])).numpy()
+                           for s in range(0, len(images[1]), 256)])
+
+
 def load_generator(gan_dir: Path):
     spec = storage.read_json(gan_dir / "generator.json")
     generator = build_generator(spec)
@@ -157,6 +172,9 @@ def variants(share: float) -> dict[str, Variant]:
         "kd_all": Variant([Part("real", r, soft="real"), Part("syn_raw", n, soft="syn_raw")], "every image teacher-labelled"),
         "kd_all_ctrl": Variant([Part("real", CONFIG.batch_size, soft="real")], "CONTROL for kd_all: real images only, teacher-labelled"),
         "syn_conf": Variant([Part("real", r), Part("syn_conf", n)], "real+aug+synthetic, the third of samples the teacher ensemble is surest of"),
+        "syn_dscore": Variant([Part("real", r), Part("syn_dscore", n)], "real+aug+synthetic, of the ensemble-agreed samples the 1,000 per class the GAN's discriminator finds most real"),
+        "real": Variant([Part("real", CONFIG.batch_size, augment=False)], "real only, no augmentation (goal 2's baseline)"),
+        "real_syn": Variant([Part("real", r, augment=False), Part("syn_agree", n, augment=False)], "real+synthetic (ensemble-agreed), no augmentation"),
         "cas": Variant([Part("syn_agree", CONFIG.batch_size, augment=False)], "synthetic only (teacher-agreed samples), no augmentation"),
         "cas_aug": Variant([Part("syn_agree", CONFIG.batch_size)], "synthetic only (teacher-agreed samples), with classical augmentation"),
         "oracle": Variant([Part("real", r), Part("oracle", n)], "ceiling: the slots filled with EXTRA REAL images (tuning half A), scored on half B"),
@@ -172,6 +190,7 @@ def main() -> None:
     parser.add_argument("--gan", type=Path, default=None, help="another gan/ folder to sample from (default: RUN/gan)")
     parser.add_argument("--variants", default="base,syn_top,syn_raw,syn_agree,kd_syn,kd_ctrl,kd_all,kd_all_ctrl,oracle")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--latent-std", type=float, default=1.0, help="std of the latents the pools are sampled with (<1: truncation)")
     parser.add_argument("--share", type=float, default=0.25)
     parser.add_argument("--teachers", type=int, default=3, help="real+aug classifiers averaged into the teacher ensemble")
     parser.add_argument("--tag", default="", help="label of this screen in the results file")
@@ -188,7 +207,7 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
     teachers = [cached_teacher(real, 100 + i, num_classes, size, args.split, cache) for i in range(args.teachers)]
     generator, spec = load_generator(args.gan or args.run / "gan")
-    raw = sample(generator, 3000, num_classes, spec["z_dim"], seed=7)
+    raw = sample(generator, 3000, num_classes, spec["z_dim"], seed=7, std=args.latent_std)
     raw_p = probabilities(teachers, raw[0])
     agree = raw_p.argmax(1) == raw[1]
     from pipeline.evaluate.stage import load_synthetic
@@ -196,7 +215,10 @@ def main() -> None:
     confidence = raw_p[np.arange(len(raw[1])), raw[1]]
     conf = np.concatenate([np.flatnonzero(raw[1] == c)[np.argsort(-confidence[raw[1] == c], kind="stable")[:1000]]
                            for c in range(num_classes)])
-    pools = {"real": real, "syn_conf": (raw[0][conf], raw[1][conf]), "syn_raw": raw, "syn_agree": (raw[0][agree], raw[1][agree]), "syn_top": top,
+    realness = discriminator_scores(args.gan or args.run / "gan", spec, raw)
+    dscore = np.concatenate([np.flatnonzero(agree & (raw[1] == c))[np.argsort(-realness[agree & (raw[1] == c)], kind="stable")[:1000]]
+                             for c in range(num_classes)])
+    pools = {"real": real, "syn_conf": (raw[0][conf], raw[1][conf]), "syn_dscore": (raw[0][dscore], raw[1][dscore]), "syn_raw": raw, "syn_agree": (raw[0][agree], raw[1][agree]), "syn_top": top,
              "oracle": (tune_x[half_a], tune_y[half_a])}
     for k in ORACLE_SIZES:
         chosen = np.concatenate([half_a[tune_y[half_a] == c][:k] for c in range(num_classes)])
