@@ -18,6 +18,8 @@ Variants (names below): what fills each batch, how it is labelled, and whether c
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -35,8 +37,9 @@ sys.path.insert(0, str(ROOT))
 from pipeline import storage  # noqa: E402
 from pipeline.config import EvaluateConfig  # noqa: E402
 from pipeline.evaluate.classifier import SmallCNN, _to_float, classical_augment, predict  # noqa: E402
+from pipeline.evaluate.stage import load_synthetic  # noqa: E402
 from pipeline.evaluate.stats import paired_gain  # noqa: E402
-from pipeline.gan.networks import build_generator, to_uint8  # noqa: E402
+from pipeline.gan.networks import Discriminator, build_generator, to_uint8  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CONFIG = EvaluateConfig()
@@ -128,14 +131,14 @@ def sample(generator, per_class: int, num_classes: int, z_dim: int, seed: int, s
 @torch.no_grad()
 def discriminator_scores(gan_dir: Path, spec: dict, images: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """The last checkpoint's discriminator score of every image with its class (higher: more real-looking)."""
-    from pipeline.gan.networks import Discriminator
     train_spec = spec["train"]
     model = Discriminator(len(spec["classes"]), spec["channels"], spec["image_size"], spec["width"],
                           train_spec["discriminator_width"], train_spec["minibatch_std"])
     tensors = storage.load_tensors(gan_dir / "checkpoint.safetensors")
     model.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
     model.eval()
-    # minibatch std mixes a group of 4 images: score in groups of one class, as in training's batches (order is by class)
+    # With minibatch std a score depends on the 3 other images of its group; the images come ordered by class, so each
+    # group is of one class (training's groups mix classes): a ranking within a class, not a calibrated score.
     return np.concatenate([model(_to_float(torch.from_numpy(images[0][s:s + 256])), torch.from_numpy(images[1][s:s + 256])).numpy()
                            for s in range(0, len(images[1]), 256)])
 
@@ -147,9 +150,17 @@ def load_generator(gan_dir: Path):
     return generator.eval(), spec
 
 
-def cached_teacher(real, seed: int, num_classes: int, size: int, split: Path, cache: Path) -> SmallCNN:
-    """A real+aug teacher (the baseline's training), cached on disk: every screen of one split shares it."""
-    path = cache / f"{split.name}_{seed}.safetensors"
+def cache_key(real: tuple[np.ndarray, np.ndarray]) -> str:
+    """What the teachers and the baseline depend on: the training images and labels, the classifier settings, and the
+    torch thread count (a classifier trained on 2 threads differs from one on 1 by a few tenths of a point)."""
+    settings = json.dumps({**dataclasses.asdict(CONFIG), "threads": torch.get_num_threads()})
+    digest = hashlib.sha256(real[0].tobytes() + real[1].tobytes() + settings.encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_teacher(real, seed: int, num_classes: int, size: int, cache: Path) -> SmallCNN:
+    """A real+aug teacher (the baseline's training), cached on disk: every screen of one training set shares it."""
+    path = cache / f"{cache_key(real)}_{seed}.safetensors"
     if path.is_file():
         model = SmallCNN(1, num_classes, size, CONFIG.width)
         model.load_state_dict(storage.load_tensors(path))
@@ -205,21 +216,24 @@ def main() -> None:
     half_a, half_b = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2:])
     clock, cache = time.perf_counter(), args.results.parent / "teachers"
     cache.mkdir(parents=True, exist_ok=True)
-    teachers = [cached_teacher(real, 100 + i, num_classes, size, args.split, cache) for i in range(args.teachers)]
+    teachers = [cached_teacher(real, 100 + i, num_classes, size, cache) for i in range(args.teachers)]
     generator, spec = load_generator(args.gan or args.run / "gan")
     raw = sample(generator, 3000, num_classes, spec["z_dim"], seed=7, std=args.latent_std)
     raw_p = probabilities(teachers, raw[0])
     agree = raw_p.argmax(1) == raw[1]
-    from pipeline.evaluate.stage import load_synthetic
-    top = load_synthetic(args.run / "synthetic", classes, real[0].shape[1:], None)
-    confidence = raw_p[np.arange(len(raw[1])), raw[1]]
-    conf = np.concatenate([np.flatnonzero(raw[1] == c)[np.argsort(-confidence[raw[1] == c], kind="stable")[:1000]]
-                           for c in range(num_classes)])
-    realness = discriminator_scores(args.gan or args.run / "gan", spec, raw)
-    dscore = np.concatenate([np.flatnonzero(agree & (raw[1] == c))[np.argsort(-realness[agree & (raw[1] == c)], kind="stable")[:1000]]
-                             for c in range(num_classes)])
-    pools = {"real": real, "syn_conf": (raw[0][conf], raw[1][conf]), "syn_dscore": (raw[0][dscore], raw[1][dscore]), "syn_raw": raw, "syn_agree": (raw[0][agree], raw[1][agree]), "syn_top": top,
+    best = lambda score, among: np.concatenate([np.flatnonzero(among & (raw[1] == c))[np.argsort(-score[among & (raw[1] == c)],
+                                                kind="stable")[:1000]] for c in range(num_classes)])  # 1,000 per class
+    conf = best(raw_p[np.arange(len(raw[1])), raw[1]], np.ones_like(agree))
+    pools = {"real": real, "syn_conf": (raw[0][conf], raw[1][conf]), "syn_raw": raw, "syn_agree": (raw[0][agree], raw[1][agree]),
              "oracle": (tune_x[half_a], tune_y[half_a])}
+    needed = {part.pool for name in args.variants.split(",") for part in variants(args.share)[name].parts}
+    if "syn_top" in needed:  # decoding RUN's 10,000 PNGs and scoring with D cost time: only when a variant reads them
+        if args.gan is not None:
+            sys.exit("syn_top is RUN's synthetic/ folder, written by RUN's generator; drop it or --gan")
+        pools["syn_top"] = load_synthetic(args.run / "synthetic", classes, real[0].shape[1:], None)
+    if "syn_dscore" in needed:
+        dscore = best(discriminator_scores(args.gan or args.run / "gan", spec, raw), agree)
+        pools["syn_dscore"] = (raw[0][dscore], raw[1][dscore])
     for k in ORACLE_SIZES:
         chosen = np.concatenate([half_a[tune_y[half_a] == c][:k] for c in range(num_classes)])
         pools[f"oracle{k}"] = (tune_x[chosen], tune_y[chosen])
@@ -230,7 +244,7 @@ def main() -> None:
     scores = {}
     for name in args.variants.split(","):
         variant, runs = variants(args.share)[name], []
-        base_cache = cache / f"{args.split.name}_base_{args.seeds}.json"
+        base_cache = cache / f"{cache_key(real)}_base_{args.seeds}.json"
         if name == "base" and base_cache.is_file():  # the baseline does not depend on the generator
             scores[name] = json.loads(base_cache.read_text())
             continue
