@@ -143,6 +143,16 @@ def discriminator_scores(gan_dir: Path, spec: dict, images: tuple[np.ndarray, np
                            for s in range(0, len(images[1]), 256)])
 
 
+def nearest_real_distance(samples: tuple[np.ndarray, np.ndarray], real: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Each sample's pixel L2 distance (0-255 scale) to the nearest training image of its own class."""
+    flat = lambda x: torch.from_numpy(x.reshape(len(x), -1).astype(np.float32))
+    out = np.empty(len(samples[1]), dtype=np.float32)
+    for c in np.unique(samples[1]):
+        rows = np.flatnonzero(samples[1] == c)
+        out[rows] = torch.cdist(flat(samples[0][rows]), flat(real[0][real[1] == c])).min(dim=1).values.numpy()
+    return out
+
+
 def load_generator(gan_dir: Path):
     spec = storage.read_json(gan_dir / "generator.json")
     generator = build_generator(spec)
@@ -184,6 +194,7 @@ def variants(share: float) -> dict[str, Variant]:
         "kd_all_ctrl": Variant([Part("real", CONFIG.batch_size, soft="real")], "CONTROL for kd_all: real images only, teacher-labelled"),
         "syn_conf": Variant([Part("real", r), Part("syn_conf", n)], "real+aug+synthetic, the third of samples the teacher ensemble is surest of"),
         "syn_dscore": Variant([Part("real", r), Part("syn_dscore", n)], "real+aug+synthetic, of the ensemble-agreed samples the 1,000 per class the GAN's discriminator finds most real"),
+        "syn_novel": Variant([Part("real", r), Part("syn_novel", n)], "real+aug+synthetic, of the ensemble-agreed samples the 1,000 per class farthest (pixel L2) from their nearest training image of that class"),
         "real": Variant([Part("real", CONFIG.batch_size, augment=False)], "real only, no augmentation (goal 2's baseline)"),
         "real_syn": Variant([Part("real", r, augment=False), Part("syn_agree", n, augment=False)], "real+synthetic (ensemble-agreed), no augmentation"),
         "cas": Variant([Part("syn_agree", CONFIG.batch_size, augment=False)], "synthetic only (teacher-agreed samples), no augmentation"),
@@ -234,6 +245,12 @@ def main() -> None:
     if "syn_dscore" in needed:
         dscore = best(discriminator_scores(args.gan or args.run / "gan", spec, raw), agree)
         pools["syn_dscore"] = (raw[0][dscore], raw[1][dscore])
+    if "syn_novel" in needed:  # novelty: a sample far from every training image of its class is not a copy of one
+        distance = nearest_real_distance(raw, real)
+        novel = best(distance, agree)
+        print(f"nearest-training-image distance: agreed samples {distance[agree].mean():.0f}, kept {distance[novel].mean():.0f}, "
+              f"tuning images {nearest_real_distance((tune_x, tune_y), real).mean():.0f}", flush=True)
+        pools["syn_novel"] = (raw[0][novel], raw[1][novel])
     for k in ORACLE_SIZES:
         chosen = np.concatenate([half_a[tune_y[half_a] == c][:k] for c in range(num_classes)])
         pools[f"oracle{k}"] = (tune_x[chosen], tune_y[chosen])

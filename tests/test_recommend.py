@@ -44,3 +44,12 @@ def test_without_validation_images_nothing_is_recommended():
     empty = np.zeros((5, 0))
     choice = recommend({"real": empty, "real+aug": empty, "real+aug+synthetic": empty}, SHARES, AUGMENTED)
     assert choice == {"use_synthetic": False, "setting": None, "reason": choice["reason"]} and "no validation" in choice["reason"]
+
+
+def test_a_validation_tie_goes_to_classical_augmentation_whatever_the_order():
+    same = _correct(0.8, seed=4)
+    for order in (("real", "real+aug"), ("real+aug", "real")):
+        candidates = {name: same.copy() for name in order} | {"real+aug+synthetic": _correct(0.5, seed=5)}
+        choice = recommend(candidates, SHARES, AUGMENTED)
+        assert choice["setting"] == "real+aug" and choice["classical_augmentation"] is True
+        assert choice["use_synthetic"] is False

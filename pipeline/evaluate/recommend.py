@@ -9,13 +9,15 @@ from pipeline.evaluate.stats import paired_gain, verdict
 def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, float], classical: dict[str, bool]) -> dict:
     """val_correct: candidate -> seeds x n_val correctness (0/1). The best candidate without synthetic data is the
     default; the best one with synthetic data replaces it only when its validation gain is significant, with the
-    validation IMAGES as the unit (each image's correctness averaged over seeds), so 40 images cannot look like 400."""
+    validation IMAGES as the unit (each image's correctness averaged over seeds), so 40 images cannot look like 400.
+    Equal validation accuracy (common with a few dozen images) goes to classical augmentation, the better-established
+    choice on small data, then to the smaller synthetic share; never to the candidates' order."""
     if not val_correct or next(iter(val_correct.values())).shape[1] == 0:
         return {"use_synthetic": False, "setting": None, "reason": "no validation split (ingest.val_fraction is 0 or "
                 "classes are too small to spare an image), so the tool cannot choose; it does not recommend synthetic data"}
     per_image = {name: correct.mean(axis=0) for name, correct in val_correct.items()}
     accuracy = {name: float(values.mean()) for name, values in per_image.items()}
-    best = lambda names: max(names, key=lambda n: (accuracy[n], -synthetic_share[n]))
+    best = lambda names: max(names, key=lambda n: (accuracy[n], classical[n], -synthetic_share[n]))
     baseline = best([n for n in per_image if synthetic_share[n] == 0])
     challenger = best([n for n in per_image if synthetic_share[n] > 0])
     gain = paired_gain(per_image[challenger].tolist(), per_image[baseline].tolist())
