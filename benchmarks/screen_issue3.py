@@ -195,6 +195,7 @@ def variants(share: float) -> dict[str, Variant]:
         "syn_conf": Variant([Part("real", r), Part("syn_conf", n)], "real+aug+synthetic, the third of samples the teacher ensemble is surest of"),
         "syn_dscore": Variant([Part("real", r), Part("syn_dscore", n)], "real+aug+synthetic, of the ensemble-agreed samples the 1,000 per class the GAN's discriminator finds most real"),
         "syn_novel": Variant([Part("real", r), Part("syn_novel", n)], "real+aug+synthetic, of the ensemble-agreed samples the 1,000 per class farthest (pixel L2) from their nearest training image of that class"),
+        "syn_near": Variant([Part("real", r), Part("syn_near", n)], "real+aug+synthetic, of the ensemble-agreed samples the 1,000 per class nearest (pixel L2) to a training image of that class"),
         "real": Variant([Part("real", CONFIG.batch_size, augment=False)], "real only, no augmentation (goal 2's baseline)"),
         "real_syn": Variant([Part("real", r, augment=False), Part("syn_agree", n, augment=False)], "real+synthetic (ensemble-agreed), no augmentation"),
         "cas": Variant([Part("syn_agree", CONFIG.batch_size, augment=False)], "synthetic only (teacher-agreed samples), no augmentation"),
@@ -245,12 +246,12 @@ def main() -> None:
     if "syn_dscore" in needed:
         dscore = best(discriminator_scores(args.gan or args.run / "gan", spec, raw), agree)
         pools["syn_dscore"] = (raw[0][dscore], raw[1][dscore])
-    if "syn_novel" in needed:  # novelty: a sample far from every training image of its class is not a copy of one
+    if needed & {"syn_novel", "syn_near"}:  # far from every training image of its class: not a copy; near: most real-like
         distance = nearest_real_distance(raw, real)
-        novel = best(distance, agree)
-        print(f"nearest-training-image distance: agreed samples {distance[agree].mean():.0f}, kept {distance[novel].mean():.0f}, "
-              f"tuning images {nearest_real_distance((tune_x, tune_y), real).mean():.0f}", flush=True)
-        pools["syn_novel"] = (raw[0][novel], raw[1][novel])
+        novel, near = best(distance, agree), best(-distance, agree)
+        print(f"nearest-training-image distance: agreed samples {distance[agree].mean():.0f}, farthest kept {distance[novel].mean():.0f}, "
+              f"nearest kept {distance[near].mean():.0f}, tuning images {nearest_real_distance((tune_x, tune_y), real).mean():.0f}", flush=True)
+        pools["syn_novel"], pools["syn_near"] = (raw[0][novel], raw[1][novel]), (raw[0][near], raw[1][near])
     for k in ORACLE_SIZES:
         chosen = np.concatenate([half_a[tune_y[half_a] == c][:k] for c in range(num_classes)])
         pools[f"oracle{k}"] = (tune_x[chosen], tune_y[chosen])
