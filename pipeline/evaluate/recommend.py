@@ -17,7 +17,8 @@ def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, flo
                 "classes are too small to spare an image), so the tool cannot choose; it does not recommend synthetic data"}
     per_image = {name: correct.mean(axis=0) for name, correct in val_correct.items()}
     accuracy = {name: float(values.mean()) for name, values in per_image.items()}
-    best = lambda names: max(names, key=lambda n: (accuracy[n], classical[n], -synthetic_share[n]))
+    right = {name: int(round(correct.sum())) for name, correct in val_correct.items()}  # exact: no float ties broken by noise
+    best = lambda names: max(names, key=lambda n: (right[n], classical[n], -synthetic_share[n]))
     baseline = best([n for n in per_image if synthetic_share[n] == 0])
     challenger = best([n for n in per_image if synthetic_share[n] > 0])
     gain = paired_gain(per_image[challenger].tolist(), per_image[baseline].tolist())
