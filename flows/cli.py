@@ -197,6 +197,16 @@ def serve(
 SHUTDOWN_SECONDS = 30
 
 
+def _drop_cancelled_callbacks(record: logging.LogRecord) -> bool:
+    """While `serve` shuts down, Prefect's runner cancels the tasks that serve its control-channel connections, and
+    Python 3.11's asyncio streams then log each cancelled one as an ERROR with a CancelledError traceback (3.12
+    checks for cancellation first). That is not a failure of the run; everything else asyncio logs still shows."""
+    import asyncio
+
+    error = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(error, asyncio.CancelledError) and record.getMessage().startswith("Exception in callback"))
+
+
 def _bound_shutdown(message: str) -> None:
     """Ctrl-C must stop `serve`: Prefect's runner once hung for over a minute while shutting down (in the test suite,
     under load), so after a Ctrl-C it gets SHUTDOWN_SECONDS to finish cleanly, then the process exits anyway."""
@@ -211,6 +221,7 @@ def _bound_shutdown(message: str) -> None:
         timer = threading.Timer(SHUTDOWN_SECONDS, force)
         timer.daemon = True  # a clean shutdown does not wait for it
         timer.start()
+        logging.getLogger("asyncio").addFilter(_drop_cancelled_callbacks)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt
 

@@ -147,3 +147,36 @@ def test_bad_cron_is_a_one_line_error(digits_dir, cli_env, tmp_path):
     result = augment(["serve", "--dataset", str(digits_dir), "--cron", "every night", "--name", "x"], cli_env, tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "is not a cron expression" in result.stderr.strip().splitlines()[-1]
+
+
+def test_shutdown_hides_only_asyncio_s_cancelled_callbacks(caplog):
+    """Ctrl-C on `serve` (Python 3.11): asyncio logs each cancelled stream callback with a traceback; those go, other
+    callback errors stay."""
+    import asyncio
+    import logging
+
+    from flows.cli import _drop_cancelled_callbacks
+
+    def raise_(error):
+        raise error
+
+    async def callbacks():
+        loop = asyncio.get_running_loop()
+        loop.call_soon(raise_, asyncio.CancelledError())
+        loop.call_soon(raise_, ValueError("a real error"))
+        await asyncio.sleep(0.05)
+
+    def logged(with_filter: bool) -> list[str]:
+        caplog.clear()
+        logger = logging.getLogger("asyncio")
+        if with_filter:
+            logger.addFilter(_drop_cancelled_callbacks)
+        try:
+            with caplog.at_level(logging.ERROR, logger="asyncio"):
+                asyncio.run(callbacks())
+        finally:
+            logger.removeFilter(_drop_cancelled_callbacks)
+        return [type(r.exc_info[1]).__name__ for r in caplog.records if r.exc_info]
+
+    assert logged(with_filter=False) == ["CancelledError", "ValueError"]
+    assert logged(with_filter=True) == ["ValueError"]
