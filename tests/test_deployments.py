@@ -13,7 +13,11 @@ from datetime import datetime, timezone
 from conftest import BIN, ROOT, small_digits
 from test_cli import augment, tiny_sets
 
-CRON = "0 3 * * *"
+# The tests' cron fires 12 hours from now, so no scheduled run can start while a test serves the deployment (one
+# started at 03:00 UTC inside the served test: 3 completed runs where the test waits for 2).
+CRON_HOUR = (datetime.now(timezone.utc).hour + 12) % 24
+CRON = f"0 {CRON_HOUR} * * *"
+PREFECT_YAML_CRON = "0 3 * * *"  # what prefect.yaml declares
 # Scheduled runs here check orchestration, not quality: no quality probe, one short classifier seed.
 FAST = [*tiny_sets(), "--set", "train.track_quality=false", "--set", "evaluate.seeds=1", "--set", "evaluate.steps=10"]
 
@@ -67,9 +71,9 @@ def check_runs(env, deployment, parent, expected):
     by_state = lambda state: [r for r in api(env, "/flow_runs/filter", filters) if r["state_type"] == state]
     runs = wait_for(lambda: (lambda done: done if len(done) == expected else None)(by_state("COMPLETED")), 240,
                     f"{expected} completed flow runs")
-    # The server's scheduler has also queued the cron's next runs (03:00 UTC): the schedule is live.
+    # The server's scheduler has also queued the cron's next runs (at CRON_HOUR UTC): the schedule is live.
     upcoming = wait_for(lambda: by_state("SCHEDULED"), 60, "runs scheduled by the cron")
-    assert all(r["expected_start_time"][11:16] == "03:00" for r in upcoming)
+    assert all(r["expected_start_time"][11:16] == f"{CRON_HOUR:02d}:00" for r in upcoming)
     today = datetime.now().strftime("%Y-%m-%d")
     assert all(r["name"].startswith(f"augment-data-{today}") for r in runs), [r["name"] for r in runs]
     assert all(r["parameters"]["run_folder"] and r["parameters"]["out_dir"] == str(parent) for r in runs)
@@ -138,7 +142,7 @@ def test_prefect_yaml_deploys_with_prefect_deploy(prefect_server):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     deployment = api(env, "/deployments/name/augment/nightly-process")
     assert deployment["entrypoint"] == "flows/augment.py:augment_flow"
-    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [CRON]
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [PREFECT_YAML_CRON]
     assert deployment["work_pool_name"] == "augment-process" and deployment["parameters"]["run_folder"] is True
     assert deployment["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
 
