@@ -168,9 +168,10 @@ def cache_key(real: tuple[np.ndarray, np.ndarray]) -> str:
     return digest.hexdigest()[:16]
 
 
-def cached_teacher(real, seed: int, num_classes: int, size: int, cache: Path) -> SmallCNN:
-    """A real+aug teacher (the baseline's training), cached on disk: every screen of one training set shares it."""
-    path = cache / f"{cache_key(real)}_{seed}.safetensors"
+def cached_teacher(real, seed: int, num_classes: int, size: int, cache: Path, key: str) -> SmallCNN:
+    """A real+aug teacher (the baseline's training), cached on disk under `key` (cache_key of `real`): every screen
+    of one training set shares it."""
+    path = cache / f"{key}_{seed}.safetensors"
     if path.is_file():
         model = SmallCNN(1, num_classes, size, CONFIG.width)
         model.load_state_dict(storage.load_tensors(path))
@@ -228,7 +229,8 @@ def main() -> None:
     half_a, half_b = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2:])
     clock, cache = time.perf_counter(), args.results.parent / "teachers"
     cache.mkdir(parents=True, exist_ok=True)
-    teachers = [cached_teacher(real, 100 + i, num_classes, size, cache) for i in range(args.teachers)]
+    key = cache_key(real)
+    teachers = [cached_teacher(real, 100 + i, num_classes, size, cache, key) for i in range(args.teachers)]
     generator, spec = load_generator(args.gan or args.run / "gan")
     raw = sample(generator, 3000, num_classes, spec["z_dim"], seed=7, std=args.latent_std)
     raw_p = probabilities(teachers, raw[0])
@@ -262,7 +264,7 @@ def main() -> None:
     scores = {}
     for name in args.variants.split(","):
         variant, runs = variants(args.share)[name], []
-        base_cache = cache / f"{cache_key(real)}_base_{args.seeds}.json"
+        base_cache = cache / f"{key}_base_{args.seeds}.json"
         if name == "base" and base_cache.is_file():  # the baseline does not depend on the generator
             scores[name] = json.loads(base_cache.read_text())
             continue
