@@ -21,6 +21,7 @@ from pipeline.errors import AugmentError, TransientError
 from pipeline.evaluate import stage as evaluate_stage
 from pipeline.evaluate.stage import result_rows
 from pipeline.gan import per_class
+from pipeline.ingest import check_output_location
 
 
 def _worth_retrying(task, task_run, state) -> bool:
@@ -132,6 +133,8 @@ def augment_flow(params: dict, out_dir: str, run_folder: bool = False, runner: s
     """Ingest, train the GAN, generate, evaluate; return metrics.json's content. With run_folder, out_dir is a
     parent and this run writes to its own new folder in it (scheduled runs never overwrite each other)."""
     config = config_module.from_dict(params)
+    # Before anything is written: a deployment's out_dir can be overridden in the Prefect UI, past the CLI's check.
+    check_output_location(config.ingest.dataset, out_dir)
     if run_folder:
         out_dir = str(Path(out_dir) / _run_folder_name(config))
     print(f"writing to {out_dir}")

@@ -14,6 +14,9 @@ STAGES = ("ingest", "train", "generate", "evaluate")
 
 def run_stage(name: str, config: Config, out_dir: str | Path) -> dict:
     """Run one stage inside out_dir's fixed layout (it reads what earlier stages wrote there)."""
+    if name not in STAGES:
+        raise AugmentError(f"unknown stage '{name}'; choose one of {', '.join(STAGES)}")
+    ingest.check_output_location(config.ingest.dataset, out_dir)  # every stage empties its folder in out_dir
     dirs = storage.stage_dirs(out_dir)
     if name == "ingest":
         return ingest.run(config.ingest, dirs["ingest"])
@@ -23,6 +26,4 @@ def run_stage(name: str, config: Config, out_dir: str | Path) -> dict:
         return train.run(config.train, dirs["ingest"], dirs["gan"])
     if name == "generate":
         return generate.run(config.generate, dirs["gan"], dirs["synthetic"], dirs["ingest"])
-    if name == "evaluate":
-        return evaluate.run(config.evaluate, dirs["ingest"], dirs["synthetic"], dirs["gan"], dirs["evaluation"])
-    raise AugmentError(f"unknown stage '{name}'; choose one of {', '.join(STAGES)}")
+    return evaluate.run(config.evaluate, dirs["ingest"], dirs["synthetic"], dirs["gan"], dirs["evaluation"])

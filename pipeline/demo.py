@@ -24,6 +24,7 @@ def export_digits(out_dir: str | Path, per_class: int | None = None) -> Path:
         pixels = np.clip(image * (255.0 / 16.0) + 0.5, 0, 255).astype(np.uint8)
         path = out / str(label) / f"{index:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with storage.atomic_path(path) as tmp:
+        with storage.atomic_path(path, durable=False) as tmp:
             Image.fromarray(pixels, mode="L").save(tmp, format="PNG")
+    storage.sync_to_disk()
     return out

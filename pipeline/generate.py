@@ -35,7 +35,7 @@ def noise_for(seeds: list[int], z_dim: int) -> torch.Tensor:
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
     image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    with storage.atomic_path(path) as tmp:
+    with storage.atomic_path(path, durable=False) as tmp:  # one sync_to_disk before the manifest instead
         image.save(tmp, format="PNG", compress_level=1)
 
 
@@ -168,6 +168,7 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
                 pending.pop(0).result()  # bounds memory and re-raises a failed write
         for future in pending:
             future.result()
+    storage.sync_to_disk()
     rows = [[f"{classes[c]}/{names[(c, i)].name}", classes[c], seeds[c][i], checkpoint, scores[c][i] if scores else ""]
             for c, i in jobs]
     storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256", "teacher_score"], rows)
@@ -204,6 +205,7 @@ def run_class(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, 
             labels = torch.full((len(batch),), index, device=device)
             pixels = to_uint8(generator(noise_for(batch, spec["z_dim"]).to(device), labels))
             list(pool.map(_write_png, [folder / f"{start + i:06d}.png" for i in range(len(batch))], pixels))
+    storage.sync_to_disk()
     rows = [[f"{name}/{i:06d}.png", name, seed, checkpoint] for i, seed in enumerate(seeds)]
     storage.write_csv(out / PARTS / f"{name}.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
     summary = {"class": name, "n_images": len(rows), "seconds": round(time.perf_counter() - start_time, 2)}

@@ -70,9 +70,40 @@ def scan(dataset: str | Path) -> tuple[list[Candidate], bool]:
 
 
 def check_output_location(dataset: str | Path, out_dir: str | Path) -> None:
-    """Refuse an output folder inside the dataset: the tool never writes there."""
-    if Path(out_dir).resolve().is_relative_to(Path(dataset).resolve()):
+    """Refuse any overlap of the output folder and the dataset, symbolic links followed: the stages empty their
+    folders inside the output, so a dataset there (e.g. a previous run's synthetic/) would be deleted."""
+    data, out = Path(dataset).resolve(), Path(out_dir).resolve()
+    both = f"output folder '{out_dir}' and dataset '{dataset}'"
+    if data == out:
+        raise AugmentError(f"{both} are the same folder; choose an --out outside the dataset")
+    if out.is_relative_to(data):
         raise AugmentError(f"output folder '{out_dir}' is inside the dataset '{dataset}'; choose an --out outside it")
+    if data.is_relative_to(out):
+        raise AugmentError(f"dataset '{dataset}' is inside the output folder '{out_dir}', whose stage folders are "
+                           "replaced on every run; copy the dataset elsewhere or choose another --out")
+    link = _link_across(data, out)
+    if link is not None:
+        raise AugmentError(f"{both} overlap through the symbolic link '{link}' (to '{link.resolve()}'); "
+                           "choose an --out that shares no folder with the dataset")
+
+
+def _link_across(data: Path, out: Path) -> Path | None:
+    """A symbolic link in the dataset that leads into the output folder, or one at the top of the output folder
+    (where the stages delete) that leads into the dataset; None when there is none."""
+    def overlaps(link: Path, other: Path) -> bool:
+        target = link.resolve()
+        return target == other or target.is_relative_to(other) or other.is_relative_to(target)
+
+    for root, dirs, files in os.walk(data):  # links are listed, not followed: a link loop cannot trap us
+        for name in dirs + files:
+            path = Path(root) / name
+            if path.is_symlink() and overlaps(path, out):
+                return path
+    if out.is_dir():
+        for path in [*out.iterdir(), *(p for d in out.iterdir() if d.is_dir() and not d.is_symlink() for p in d.iterdir())]:
+            if path.is_symlink() and overlaps(path, data):
+                return path
+    return None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -148,16 +179,17 @@ def run(config: IngestConfig, out_dir: str | Path) -> dict:
     classes = _check_classes(dataset, candidates, kept)
     pixels = _to_channels(np.stack(images), config.channels)                           # N x C x H x W
     labels = np.array([classes.index(c.label) for c in kept], dtype=np.int64)
+    hashes = [hashlib.sha256(p.tobytes()).hexdigest()[:16] for p in pixels]
+    # Before any split, so no image can sit on both sides of train/validation/test.
+    keep = _drop_duplicates(kept, hashes, quarantine)
+    kept, hashes = [c for c, k in zip(kept, keep) if k], [h for h, k in zip(hashes, keep) if k]
+    pixels, labels = pixels[keep], labels[keep]
     is_test = np.array([c.split == "test" for c in kept]) if has_split else _auto_split(labels, classes, config)
     if not is_test.any():
         raise AugmentError(f"the test folder of '{dataset}' has no readable image; add held-out images to test/")
-    hashes = [hashlib.sha256(p.tobytes()).hexdigest()[:16] for p in pixels]
-    keep = _drop_leaks(kept, hashes, is_test, quarantine)
-    kept, hashes = [c for c, k in zip(kept, keep) if k], [h for h, k in zip(hashes, keep) if k]
-    pixels, labels, is_test = pixels[keep], labels[keep], is_test[keep]
     for index, label in enumerate(classes):
         if not np.any((labels == index) & ~is_test):
-            raise AugmentError(f"class '{label}' has no training image left once duplicates of test images are dropped")
+            raise AugmentError(f"class '{label}' has no training image left once duplicates are dropped (see quarantine.csv)")
     is_val = _validation(labels, is_test, config)
     stats = _write(out, config, dataset, classes, kept, hashes, pixels, labels, is_test, is_val, quarantine)
     stats.update(split="folders" if has_split else f"stratified {config.test_fraction:g} (seed {config.split_seed})",
@@ -212,16 +244,27 @@ def _auto_split(labels: np.ndarray, classes: list[str], config: IngestConfig) ->
     return _split(labels, config.test_fraction, config.split_seed)
 
 
-def _drop_leaks(kept: list[Candidate], hashes: list[str], is_test: np.ndarray, quarantine: list[list[str]]) -> np.ndarray:
-    """Training images identical (after decoding) to a test image would leak the test set: drop them, say so."""
-    test_files = {h: c.relative for c, h, t in zip(kept, hashes, is_test) if t}
+def _drop_duplicates(kept: list[Candidate], hashes: list[str], quarantine: list[list[str]]) -> np.ndarray:
+    """Keep one copy of every image (identical after decoding); return the mask of rows kept. A training image
+    identical to an image of the dataset's own test folder would leak the test set, so the test copy is the one
+    kept; among the others the first in file order stays. Every dropped copy is listed in the quarantine."""
+    first = {h: c for c, h in zip(kept, hashes) if c.split == "test"}  # the test folder is the user's: left whole
     keep = np.ones(len(kept), dtype=bool)
     for i, (candidate, digest) in enumerate(zip(kept, hashes)):
-        if not is_test[i] and digest in test_files:
-            keep[i] = False
-            quarantine.append([candidate.relative, candidate.label, f"duplicate of test image {test_files[digest]}: dropped from train"])
-    if not keep.all():
-        logger.warning("dropped %d training image(s) identical to a test image (test-set leakage)", int((~keep).sum()))
+        original = first.get(digest)
+        if candidate.split == "test" or original is None:
+            first.setdefault(digest, candidate)
+            continue
+        keep[i] = False
+        label = "" if original.label == candidate.label else f" of class '{original.label}'"
+        reason = (f"duplicate of test image {original.relative}: dropped from train" if original.split == "test" else
+                  f"duplicate of {original.relative}{label}: dropped before the split (one copy kept)")
+        quarantine.append([candidate.relative, candidate.label, reason])
+    leaks = sum(1 for row in quarantine if row[2].startswith("duplicate of test image"))
+    if leaks:
+        logger.warning("dropped %d training image(s) identical to a test image (test-set leakage)", leaks)
+    if (~keep).sum() > leaks:
+        logger.warning("dropped %d duplicate image(s) before the split; see quarantine.csv", int((~keep).sum()) - leaks)
     return keep
 
 

@@ -6,8 +6,9 @@ import csv
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,18 +20,59 @@ from pipeline.errors import AugmentError
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+    The file gets the mode a plain open() would give it: an existing file's own mode, else 0666 less the umask.
+    durable: flush the file to disk before the rename and the folder's entry after it, so a power loss leaves
+    the old file or the new one, never an empty or torn one (off for bulk files the caller syncs at once)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path, mode = _create_temp(path)
     try:
         yield tmp_path
+        os.chmod(tmp_path, mode)  # again: some writers (safetensors) replace the file they are given
+        if durable:
+            _fsync(tmp_path)
         os.replace(tmp_path, path)
+        if durable:
+            _fsync(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _create_temp(path: Path) -> tuple[Path, int]:
+    """A new, empty temp file beside path (O_EXCL: never an existing file), created the way open() creates one,
+    and the mode path should end with. mkstemp is not used: it makes every file 0600, which a worker in a
+    container or a web server cannot read."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = None
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
+        except FileExistsError:
+            continue
+        if mode is None:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        os.close(fd)
+        return tmp, mode
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to the disk (fsync works on a read-only descriptor on POSIX)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_to_disk() -> None:
+    """Flush every written file to disk at once: one call after many files written with durable=False, before the
+    manifest that lists them, so the manifest never names an image a power loss could have emptied."""
+    os.sync()
 
 
 def remove_stale_temp_files(folder: str | Path) -> int:

@@ -20,7 +20,15 @@ def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, flo
     right = {name: int(round(correct.sum())) for name, correct in val_correct.items()}  # exact: no float ties broken by noise
     best = lambda names: max(names, key=lambda n: (right[n], classical[n], -synthetic_share[n]))
     baseline = best([n for n in per_image if synthetic_share[n] == 0])
-    challenger = best([n for n in per_image if synthetic_share[n] > 0])
+    with_synthetic = [n for n in per_image if synthetic_share[n] > 0]
+    if not with_synthetic:
+        return {"use_synthetic": False, "setting": baseline, "synthetic_share": 0.0,
+                "classical_augmentation": classical[baseline],
+                "reason": f"no evaluated condition mixes in synthetic images (evaluate.synthetic_share is 0 and "
+                          f"evaluate.candidate_shares is empty), so {baseline}, the best on validation, is recommended",
+                "validation": {"n_images": int(len(per_image[baseline])), "accuracy": accuracy,
+                               "best_without_synthetic": baseline, "best_with_synthetic": None, "gain": None}}
+    challenger = best(with_synthetic)
     gain = paired_gain(per_image[challenger].tolist(), per_image[baseline].tolist())
     use = verdict(gain) == "significant gain"
     chosen = challenger if use else baseline
