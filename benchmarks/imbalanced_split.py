@@ -1,6 +1,7 @@
-"""Write an imbalanced train/test split of an ImageFolder: class i keeps COUNTS[i % 5] training images, 100 test images.
+"""Write an imbalanced train/test split of an ImageFolder: class i keeps PROFILES[profile][i % len] training images,
+100 test images each.
 
-    python benchmarks/imbalanced_split.py ../shared/data/mnist10k data/mnist_imbalanced
+    python benchmarks/imbalanced_split.py ../shared/data/mnist10k data/mnist_imbalanced [--profile steps]
 """
 from __future__ import annotations
 
@@ -11,16 +12,21 @@ import shutil
 from pathlib import Path
 
 COUNTS = (5, 10, 20, 40, 80)  # training images per class, cycling over the sorted class names (two classes each on MNIST)
+PROFILES = {
+    "steps": COUNTS,                                                           # 16:1, two classes at each count
+    "longtail": tuple(int(round(300 * 0.01 ** (i / 9))) for i in range(10)),   # 300 down to 3: 100:1, geometric
+    "two_rare": (100, 100, 5, 100, 100, 100, 100, 5, 100, 100),                # two 5-image classes among eight of 100
+}
 
 
-def write_split(source: Path, out: Path, test_per_class: int = 100, seed: int = 0) -> dict[str, int]:
+def write_split(source: Path, out: Path, test_per_class: int = 100, seed: int = 0, counts_per_class: tuple[int, ...] = COUNTS) -> dict[str, int]:
     """Seeded, disjoint train/test picks per class; files are hard-linked (copied across devices). Returns train counts."""
     classes = sorted(d.name for d in source.iterdir() if d.is_dir() and not d.name.startswith("."))
     counts = {}
     for index, name in enumerate(classes):
         files = sorted(p for p in (source / name).iterdir() if p.is_file())
         random.Random(f"{seed}:{name}").shuffle(files)
-        counts[name] = COUNTS[index % len(COUNTS)]
+        counts[name] = counts_per_class[index % len(counts_per_class)]
         if len(files) < counts[name] + test_per_class:
             raise SystemExit(f"class {name!r} has {len(files)} files, needs {counts[name] + test_per_class}")
         for part, chosen in (("train", files[:counts[name]]), ("test", files[counts[name]:counts[name] + test_per_class])):
@@ -41,8 +47,9 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="steps")
     args = parser.parse_args()
-    print(write_split(args.source, args.out, args.test_per_class, args.seed))
+    print(write_split(args.source, args.out, args.test_per_class, args.seed, PROFILES[args.profile]))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pipeline.errors import AugmentError
 
 
 PRECISIONS = ("auto", "fp32", "bf16")  # train.precision; pipeline.device.autocast reads the same list
+REBALANCE = ("auto", "on", "off")      # evaluate.rebalance
 
 
 @dataclass
@@ -79,6 +80,10 @@ class EvaluateConfig:
                                      # of 32 synthetic images draw fewer than 2,000 per class)
     candidate_shares: str = "0.25"   # more shares for real+aug+synthetic (comma-separated; "" = none), tried on
                                      # validation by the recommendation
+    rebalance: str = "auto"          # auto | on | off: also evaluate real+aug+resampled (class-balanced batches of the
+                                     # real images) and real+aug+topup (classes topped up with synthetic images to
+                                     # the largest class's count, class-balanced); auto: when imbalance_ratio is reached
+    imbalance_ratio: float = 2.0     # rebalance=auto: largest / smallest class's real training images that counts as imbalanced
     device: str = "auto"
 
 
@@ -258,6 +263,8 @@ def validate(config: Config) -> None:
     _check(0.0 < evaluate.augment_probability <= 1.0,
            f"evaluate.augment_probability must be in (0, 1], got {evaluate.augment_probability}")
     _check(0.0 <= evaluate.synthetic_share < 1.0, f"evaluate.synthetic_share must be in [0, 1), got {evaluate.synthetic_share}")
+    _check(evaluate.rebalance in REBALANCE, f"evaluate.rebalance must be one of {', '.join(REBALANCE)}, got {evaluate.rebalance!r}")
+    _check(evaluate.imbalance_ratio >= 1.0, f"evaluate.imbalance_ratio must be at least 1, got {evaluate.imbalance_ratio}")
     try:
         shares = parse_shares(evaluate.candidate_shares)
     except ValueError:

@@ -299,6 +299,12 @@ def _write(out, config, dataset, classes, kept, hashes, pixels, labels, is_test,
         "n_val": int(is_val.sum()), "n_test": int(is_test.sum()), "n_quarantined": len(quarantine),
         "image_size": config.image_size, "channels": int(pixels.shape[1]),
     }
+    train_counts = {name: counts["train"] for name, counts in per_class.items()}
+    largest, smallest = max(train_counts, key=train_counts.get), min(train_counts, key=train_counts.get)
+    stats["imbalance_ratio"] = round(train_counts[largest] / train_counts[smallest], 4)  # every class has >= 1 (checked)
+    if stats["imbalance_ratio"] > 1:
+        logger.info("class sizes differ: largest '%s' %d training images, smallest '%s' %d (ratio %.1f)", largest,
+                    train_counts[largest], smallest, train_counts[smallest], stats["imbalance_ratio"])
     if quarantine:
         logger.warning("quarantined %d unreadable file(s); see %s", len(quarantine), out / "quarantine.csv")
     return stats

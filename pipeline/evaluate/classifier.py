@@ -21,6 +21,9 @@ class Condition:
     synthetic: bool
     augment: bool
     share: float | None = None  # synthetic share of each batch when mixed; None: evaluate.synthetic_share
+    balanced: bool = False      # batch slots drawn class-balanced (every class equally likely), not image-uniform
+    topup: bool = False         # one pool: the real images plus enough synthetic ones to bring every class up to
+                                # the largest class's real count (what a user would build with --balance)
 
 
 CONDITIONS = (
@@ -30,22 +33,56 @@ CONDITIONS = (
     Condition("real+aug+synthetic", True, True, True),
     Condition("synthetic", False, True, False),  # Classification Accuracy Score: synthetic only, tested on real
 )
+# On imbalanced data the baseline a practitioner would use first is a class-balanced sampler of the real images;
+# the balanced top-up is the synthetic candidate that competes with it on equal terms (class-balanced too).
+REBALANCED = (
+    Condition("real+aug+resampled", True, False, True, balanced=True),
+    Condition("real+aug+topup", True, True, True, balanced=True, topup=True),
+)
 
 
-def share_of(condition: Condition, config: EvaluateConfig) -> float:
-    """Fraction of each batch that is synthetic under this condition."""
+def imbalance_ratio(labels: np.ndarray, num_classes: int) -> float:
+    """Largest class's image count over the smallest's (inf when a class has none)."""
+    counts = np.bincount(labels, minlength=num_classes)
+    return float("inf") if counts.min() == 0 else float(counts.max() / counts.min())
+
+
+def rebalancing(config: EvaluateConfig, real_labels: np.ndarray, num_classes: int) -> bool:
+    """Whether the re-sampling and top-up conditions are evaluated (evaluate.rebalance, auto: by the real counts)."""
+    if config.rebalance != "auto":
+        return config.rebalance == "on"
+    return imbalance_ratio(real_labels, num_classes) >= config.imbalance_ratio
+
+
+def topup_indices(real_labels: np.ndarray, synthetic_labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Rows of the synthetic set that top every class up to the largest class's real count: the first
+    (largest - real_c) of class c, or all it has."""
+    counts = np.bincount(real_labels, minlength=num_classes)
+    return np.concatenate([np.flatnonzero(synthetic_labels == c)[:counts.max() - counts[c]] for c in range(num_classes)]
+                          + [np.zeros(0, dtype=np.int64)])
+
+
+def share_of(condition: Condition, config: EvaluateConfig, real_labels: np.ndarray | None = None,
+             num_classes: int = 0) -> float:
+    """Fraction of each batch that is synthetic under this condition (a top-up's: the mean over classes of the
+    topped-up share, which needs the real labels)."""
     if not condition.synthetic:
         return 0.0
     if not condition.real:
         return 1.0
+    if condition.topup:
+        counts = np.bincount(real_labels, minlength=num_classes)
+        return float(np.mean(1.0 - counts / counts.max()))
     return config.synthetic_share if condition.share is None else condition.share
 
 
-def conditions_for(config: EvaluateConfig) -> tuple[Condition, ...]:
-    """The fixed conditions plus real+aug+synthetic at every extra candidate share (named e.g. 'real+aug+synthetic@0.25')."""
+def conditions_for(config: EvaluateConfig, real_labels: np.ndarray | None = None, num_classes: int = 0) -> tuple[Condition, ...]:
+    """The fixed conditions, real+aug+synthetic at every extra candidate share (named e.g.
+    'real+aug+synthetic@0.25'), and on imbalanced data (see rebalancing) the re-sampling and top-up conditions."""
     extra = tuple(Condition(f"real+aug+synthetic@{share:g}", True, True, True, share) for share in parse_shares(config.candidate_shares)
                   if share != config.synthetic_share)
-    return CONDITIONS + extra
+    rebalanced = REBALANCED if real_labels is not None and rebalancing(config, real_labels, num_classes) else ()
+    return CONDITIONS + extra + rebalanced
 
 
 STEM_SIDE = 32  # from twice this side up, strided stem convolutions halve the image before the pooled blocks
@@ -130,17 +167,14 @@ def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, re
     model = prepare_module(SmallCNN(real_x.shape[1], num_classes, real_x.shape[-1], config.width), device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
-    n_synthetic = {(True, False): 0, (False, True): config.batch_size,
-                   (True, True): int(round(config.batch_size * share_of(condition, config)))}[(condition.real, condition.synthetic)]
-    pools = [(torch.from_numpy(real[0]), torch.from_numpy(real[1]), config.batch_size - n_synthetic, seed)]
-    if n_synthetic:
-        pools.append((torch.from_numpy(synthetic[0]), torch.from_numpy(synthetic[1]), n_synthetic, seed + 1))
-    rngs = [torch.Generator().manual_seed(pool_seed) for *_, pool_seed in pools]
+    pools = _pools(config, condition, seed, real, synthetic, num_classes)
+    rngs = [torch.Generator().manual_seed(pool_seed) for *_, pool_seed, _ in pools]
     augment_rng = torch.Generator().manual_seed(seed + 2)
     model.train()
     for _ in range(config.steps):
-        parts = [(x[i], y[i]) for (x, y, n, _), rng in zip(pools, rngs) if n
-                 for i in [torch.randint(0, len(x), (n,), generator=rng)]]
+        parts = [(x[i], y[i]) for (x, y, n, _, weights), rng in zip(pools, rngs) if n
+                 for i in [torch.randint(0, len(x), (n,), generator=rng) if weights is None
+                           else torch.multinomial(weights, n, replacement=True, generator=rng)]]
         x, y = _to_float(torch.cat([p[0] for p in parts])), torch.cat([p[1] for p in parts])
         if condition.augment:
             x = classical_augment(x, config.augment, augment_rng, config.augment_probability)
@@ -152,6 +186,27 @@ def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, re
         optimizer.step()
         schedule.step()
     return model.eval()
+
+
+def _pools(config: EvaluateConfig, condition: Condition, seed: int, real, synthetic, num_classes: int) -> list[tuple]:
+    """(images, labels, slots per batch, seed, draw weights or None for uniform) of each pool a batch is drawn from."""
+    if condition.topup:
+        rows = topup_indices(real[1], synthetic[1], num_classes)
+        x, y = np.concatenate([real[0], synthetic[0][rows]]), np.concatenate([real[1], synthetic[1][rows]])
+        return [(torch.from_numpy(x), torch.from_numpy(y), config.batch_size, seed, _class_balanced(y, num_classes))]
+    n_synthetic = {(True, False): 0, (False, True): config.batch_size,
+                   (True, True): int(round(config.batch_size * share_of(condition, config)))}[(condition.real, condition.synthetic)]
+    weights = _class_balanced(real[1], num_classes) if condition.balanced else None
+    pools = [(torch.from_numpy(real[0]), torch.from_numpy(real[1]), config.batch_size - n_synthetic, seed, weights)]
+    if n_synthetic:
+        pools.append((torch.from_numpy(synthetic[0]), torch.from_numpy(synthetic[1]), n_synthetic, seed + 1, None))
+    return pools
+
+
+def _class_balanced(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Per-image draw weights that make every present class equally likely: 1 / its count."""
+    counts = np.bincount(labels, minlength=num_classes)
+    return torch.from_numpy(1.0 / counts[labels]).double()
 
 
 @torch.no_grad()

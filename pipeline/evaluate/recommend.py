@@ -1,46 +1,64 @@
 """Choose whether (and how) to use synthetic data from the validation split alone; the test set only reports."""
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 from pipeline.evaluate.stats import paired_gain, verdict
 
 
-def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, float], classical: dict[str, bool]) -> dict:
-    """val_correct: candidate -> seeds x n_val correctness (0/1). The best candidate without synthetic data is the
-    default; the best one with synthetic data replaces it only when its validation gain is significant, with the
-    validation IMAGES as the unit (each image's correctness averaged over seeds), so 40 images cannot look like 400.
-    Equal validation accuracy (common with a few dozen images) goes to classical augmentation, the better-established
-    choice on small data, then to the smaller synthetic share; never to the candidates' order."""
+def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, float], classical: dict[str, bool],
+              val_labels: np.ndarray | None = None, balanced: dict[str, bool] | None = None) -> dict:
+    """val_correct: candidate -> seeds x n_val correctness (0/1); val_labels: each validation image's class.
+    Candidates are scored by balanced accuracy (the mean over classes of each class's validation accuracy), so a
+    rare class's two images weigh as much as a big class's forty; with as many images in every class it is plain
+    accuracy. The best candidate without synthetic data is the default; the best one with synthetic data replaces
+    it only when its validation gain is significant, with the validation IMAGES as the unit (each image's
+    correctness averaged over seeds, weighted by 1 / its class's count), so 40 images cannot look like 400.
+    Equal scores (common with a few dozen images) go to classical augmentation, the better-established choice on
+    small data, then to the smaller synthetic share, then to plain sampling over class-balanced; never to the
+    candidates' order."""
     if not val_correct or next(iter(val_correct.values())).shape[1] == 0:
         return {"use_synthetic": False, "setting": None, "reason": "no validation split (ingest.val_fraction is 0 or "
                 "classes are too small to spare an image), so the tool cannot choose; it does not recommend synthetic data"}
+    n_images = next(iter(val_correct.values())).shape[1]
+    labels = np.zeros(n_images, dtype=np.int64) if val_labels is None else np.asarray(val_labels)
+    present, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    weight = n_images / (len(present) * counts[index])  # mean(weight * x) is x's class-balanced mean
+    balanced = balanced or {}
     per_image = {name: correct.mean(axis=0) for name, correct in val_correct.items()}
-    accuracy = {name: float(values.mean()) for name, values in per_image.items()}
-    right = {name: int(round(correct.sum())) for name, correct in val_correct.items()}  # exact: no float ties broken by noise
-    best = lambda names: max(names, key=lambda n: (right[n], classical[n], -synthetic_share[n]))
+    per_class = {name: [float(values[labels == c].mean()) for c in present] for name, values in per_image.items()}
+    score = {name: float(np.mean(weight * values)) for name, values in per_image.items()}
+    # Exact ranking: each class's right answers as a fraction, so equal counts are never split by float noise.
+    exact = {name: sum(Fraction(int(round(correct[:, labels == c].sum())), correct.shape[0] * int(k))
+                       for c, k in zip(present, counts)) for name, correct in val_correct.items()}
+    best = lambda names: max(names, key=lambda n: (exact[n], classical[n], -synthetic_share[n], not balanced.get(n, False)))
     baseline = best([n for n in per_image if synthetic_share[n] == 0])
+    validation = {"n_images": int(n_images), "images_per_class": {"min": int(counts.min()), "max": int(counts.max())},
+                  "accuracy": {name: float(values.mean()) for name, values in per_image.items()},
+                  "balanced_accuracy": score, "worst_class_accuracy": {name: min(v) for name, v in per_class.items()},
+                  "best_without_synthetic": baseline}
     with_synthetic = [n for n in per_image if synthetic_share[n] > 0]
     if not with_synthetic:
         return {"use_synthetic": False, "setting": baseline, "synthetic_share": 0.0,
                 "classical_augmentation": classical[baseline],
                 "reason": f"no evaluated condition mixes in synthetic images (evaluate.synthetic_share is 0 and "
                           f"evaluate.candidate_shares is empty), so {baseline}, the best on validation, is recommended",
-                "validation": {"n_images": int(len(per_image[baseline])), "accuracy": accuracy,
-                               "best_without_synthetic": baseline, "best_with_synthetic": None, "gain": None}}
+                "validation": {**validation, "best_with_synthetic": None, "gain": None}}
     challenger = best(with_synthetic)
-    gain = paired_gain(per_image[challenger].tolist(), per_image[baseline].tolist())
+    gain = paired_gain((weight * per_image[challenger]).tolist(), (weight * per_image[baseline]).tolist())
     use = verdict(gain) == "significant gain"
     chosen = challenger if use else baseline
     interval = "n/a" if gain["ci95"] is None else f"[{100 * gain['ci95'][0]:+.1f}, {100 * gain['ci95'][1]:+.1f}]"
-    reason = (f"on {len(per_image[baseline])} validation images, {challenger} scored {100 * accuracy[challenger]:.1f}% "
-              f"against {100 * accuracy[baseline]:.1f}% for {baseline} (gain {100 * gain['mean']:+.1f} points, 95% CI "
-              f"{interval}): " + ("significant, so use synthetic data this way" if use else
-                                  "not a significant gain, so do not use synthetic data"))
+    spread = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
+    reason = (f"on {n_images} validation images ({spread} per class), {challenger} scored {100 * score[challenger]:.1f}% "
+              f"balanced accuracy against {100 * score[baseline]:.1f}% for {baseline} (gain {100 * gain['mean']:+.1f} "
+              f"points, 95% CI {interval}): " + ("significant, so use synthetic data this way" if use else
+                                                 "not a significant gain, so do not use synthetic data"))
     return {
         "use_synthetic": use, "setting": chosen, "synthetic_share": synthetic_share[chosen],
         "classical_augmentation": classical[chosen], "reason": reason,
-        "validation": {"n_images": int(len(per_image[baseline])), "accuracy": accuracy,
-                       "best_without_synthetic": baseline, "best_with_synthetic": challenger,
+        "validation": {**validation, "best_with_synthetic": challenger,
                        "gain": {**gain, "verdict": verdict(gain), "runs": None}},
     }

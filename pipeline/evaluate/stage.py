@@ -16,14 +16,19 @@ from pipeline.config import EvaluateConfig
 from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
 from pipeline.evaluate import fidelity
-from pipeline.evaluate.classifier import SmallCNN, conditions_for, embed, predict, share_of, train_classifier
+from pipeline.evaluate.classifier import (SmallCNN, conditions_for, embed, imbalance_ratio, predict, share_of,
+                                          train_classifier)
 from pipeline.evaluate.recommend import recommend
 from pipeline.evaluate.report import write_report
 from pipeline.evaluate.stats import paired_gain, summarize, verdict, verdict_note
 from pipeline.progress import logger, track
 
+# Each gain is reported when both its conditions were evaluated (the last two on imbalanced data, see rebalancing):
+# there the baseline to beat is class-balanced re-sampling of the real images, not real+aug.
 GAINS = {"real+synthetic_vs_real": ("real+synthetic", "real"),
-         "real+aug+synthetic_vs_real+aug": ("real+aug+synthetic", "real+aug")}
+         "real+aug+synthetic_vs_real+aug": ("real+aug+synthetic", "real+aug"),
+         "real+aug+synthetic_vs_real+aug+resampled": ("real+aug+synthetic", "real+aug+resampled"),
+         "real+aug+topup_vs_real+aug+resampled": ("real+aug+topup", "real+aug+resampled")}
 SCORES = ("accuracy", "balanced_accuracy", "macro_f1")
 FEATURE_CONDITION = "real+aug"  # seed 0's model of this condition defines the fidelity feature space
 
@@ -84,7 +89,7 @@ def _seed_records(config: EvaluateConfig, seed: int, inputs: tuple, device) -> t
     """Train and test every condition under one seed; also return seed 0's feature model (else None)."""
     classes, real, val, test, synthetic = inputs
     records, feature_model = [], None
-    for condition in conditions_for(config):
+    for condition in conditions_for(config, real[1], len(classes)):
         clock = time.perf_counter()
         model = train_classifier(config, condition, seed, real, synthetic, len(classes), device)
         scores = _scores(predict(model, test[0], device), test[1], len(classes))
@@ -157,7 +162,8 @@ def aggregate(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str
 def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir, start) -> dict:
     """Summarise the per-seed records into metrics.json, runs.csv and report.html."""
     classes, real, val, test, synthetic = inputs
-    device, conditions = pick_device(config.device), conditions_for(config)
+    device, conditions = pick_device(config.device), conditions_for(config, real[1], len(classes))
+    names = {c.name for c in conditions}
     metrics = {
         "n_test": int(len(test[1])), "n_train_real": int(len(real[1])), "n_val": int(len(val[1])),
         "n_synthetic": int(len(synthetic[1])),
@@ -165,8 +171,10 @@ def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir,
         "n_train_real_per_class": _class_counts(real[1], classes), "n_synthetic_per_class": _class_counts(synthetic[1], classes),
         "config": dataclasses.asdict(config),
         "conditions": {c.name: _condition_summary([r for r in records if r["condition"] == c.name], classes) for c in conditions},
-        "gain": {name: _gain(records, treated, baseline, classes) for name, (treated, baseline) in GAINS.items()},
-        "recommendation": _recommendation(records, conditions, config, classes),
+        "imbalance_ratio": _finite(imbalance_ratio(real[1], len(classes))),
+        "gain": {name: _gain(records, treated, baseline, classes) for name, (treated, baseline) in GAINS.items()
+                 if {treated, baseline} <= names},
+        "recommendation": _recommendation(records, conditions, config, classes, real[1], val[1]),
     }
     metrics["fidelity"], copy_distances = _fidelity(feature_model, real, synthetic, classes, device)
     out = storage.fresh_dir(out_dir)
@@ -203,16 +211,23 @@ def _gain(records: list[dict], treated: str, baseline: str, classes: list[str]) 
             "macro_f1_gain_mean": float(np.mean([x["macro_f1"] - y["macro_f1"] for x, y in zip(a, b)]))}
 
 
+def _finite(value: float) -> float | None:
+    return None if not np.isfinite(value) else round(value, 4)  # JSON has no infinity
+
+
 def _class_counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
     return dict(zip(classes, np.bincount(labels, minlength=len(classes)).tolist()))
 
 
-def _recommendation(records: list[dict], conditions, config: EvaluateConfig, classes: list[str]) -> dict:
+def _recommendation(records: list[dict], conditions, config: EvaluateConfig, classes: list[str],
+                    real_labels: np.ndarray, val_labels: np.ndarray) -> dict:
     """Chosen on validation among the conditions that train on real images; then its TEST result, reported only."""
     candidates = [c for c in conditions if c.real]
     by_seed = lambda name: sorted((r for r in records if r["condition"] == name), key=lambda r: r["seed"])
     choice = recommend({c.name: np.array([r["val_correct"] for r in by_seed(c.name)], dtype=float) for c in candidates},
-                       {c.name: share_of(c, config) for c in candidates}, {c.name: c.augment for c in candidates})
+                       {c.name: share_of(c, config, real_labels, len(classes)) for c in candidates},
+                       {c.name: c.augment for c in candidates}, val_labels=val_labels,
+                       balanced={c.name: c.balanced for c in candidates})
     if choice["setting"] is not None:
         chosen = by_seed(choice["setting"])
         result = {"setting": choice["setting"], **summarize([r["accuracy"] for r in chosen])}

@@ -1,0 +1,124 @@
+"""Rare classes: does the generator beat class-balanced re-sampling of the real images? The default pipeline
+(ingest, train, generate, evaluate with every default but the seeds) on an imbalanced MNIST split, one profile a
+call; writes benchmarks/results/rare_classes_<profile>.{json,md}.
+
+    python benchmarks/rare_classes.py --profile steps --seeds 10 --threads 1 --work /tmp/rare-steps
+
+Profiles (training images per class before the validation fifth is carved out; 100 test images per class):
+steps 5/10/20/40/80 (two digits each), longtail 300 down to 3 (geometric, 100:1), two_rare two 5-image digits
+among eight of 100. The test images are only read by the evaluate stage's final scoring.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import config as config_module
+from pipeline import generate, ingest, storage
+from pipeline.evaluate import stage as evaluate_stage
+from pipeline.evaluate.stats import paired_gain, verdict
+from pipeline.gan import train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from imbalanced_split import PROFILES, write_split  # noqa: E402
+
+BASELINES = ("real+aug", "real+aug+resampled")  # what a practitioner would use instead of synthetic images
+
+
+def _gain_row(conditions: dict, treated: str, baseline: str) -> dict:
+    """Paired over seeds (the runs are in seed order): accuracy and balanced accuracy."""
+    a, b = conditions[treated], conditions[baseline]
+    row = {"treated": treated, "baseline": baseline}
+    for score in ("accuracy", "balanced_accuracy"):
+        gain = paired_gain(a[f"{score}_runs"], b[f"{score}_runs"])
+        row[score] = {"mean": gain["mean"], "ci95": gain["ci95"], "verdict": verdict(gain)}
+    row["worst_class"] = a["worst_class_accuracy_mean"] - b["worst_class_accuracy_mean"]
+    return row
+
+
+def summarize(metrics: dict, counts: dict[str, int]) -> dict:
+    conditions = metrics["conditions"]
+    rows = {name: {"accuracy": v["accuracy_mean"], "balanced_accuracy": v["balanced_accuracy_mean"],
+                   "macro_f1": v["macro_f1_mean"], "worst_class": v["worst_class_accuracy_mean"],
+                   "worst_class_name": min(v["per_class_accuracy_mean"], key=v["per_class_accuracy_mean"].get),
+                   "rare_classes": float(np.mean([v["per_class_accuracy_mean"][c] for c, n in counts.items() if n == min(counts.values())]))}
+            for name, v in conditions.items()}
+    candidates = [n for n in conditions if n.startswith("real+aug+") and n not in BASELINES]  # synthetic, with aug
+    gains = [_gain_row(conditions, "real+aug+resampled", "real+aug")] if set(BASELINES) <= set(conditions) else []
+    gains += [_gain_row(conditions, treated, baseline) for treated in candidates for baseline in BASELINES if baseline in conditions]
+    choice = metrics["recommendation"]
+    picked = choice.get("setting")
+    harm = [_gain_row(conditions, picked, baseline) for baseline in BASELINES if picked and picked != baseline and baseline in conditions]
+    return {"conditions": rows, "gains": gains, "recommendation": {"setting": picked, "use_synthetic": choice["use_synthetic"],
+            "reason": choice["reason"], "test_accuracy": choice.get("test_result", {}).get("mean"), "vs_baselines": harm}}
+
+
+def markdown(result: dict) -> str:
+    pct = lambda v: f"{100 * v:.2f}"
+    ci = lambda g: "n/a" if g["ci95"] is None else f"[{100 * g['ci95'][0]:+.2f}, {100 * g['ci95'][1]:+.2f}]"
+    lines = [f"# Rare classes, profile `{result['profile']}`", "", f"Command: `{result['command']}`  ",
+             f"Training images per class in the split (before the validation fifth): {result['split_counts']}; after it: "
+             f"{result['train_counts']}. Test: {result['n_test']} real images. Seeds {result['seeds']}, torch threads "
+             f"{result['threads']}, every other setting the default. Seconds: {result['seconds']}. Commit {result['commit']}.",
+             "", "| condition | accuracy % | balanced acc. % | macro-F1 % | worst class % | rarest classes % |", "|---|---|---|---|---|---|"]
+    for name, v in result["summary"]["conditions"].items():
+        lines.append(f"| {name} | {pct(v['accuracy'])} | {pct(v['balanced_accuracy'])} | {pct(v['macro_f1'])} | "
+                     f"{100 * v['worst_class']:.1f} ({v['worst_class_name']}) | {100 * v['rare_classes']:.1f} |")
+    lines += ["", "| gain (paired over seeds) | accuracy [95% CI] | balanced accuracy [95% CI] | worst class |", "|---|---|---|---|"]
+    for g in result["summary"]["gains"] + result["summary"]["recommendation"]["vs_baselines"]:
+        lines.append(f"| {g['treated']} vs {g['baseline']} | {100 * g['accuracy']['mean']:+.2f} {ci(g['accuracy'])} | "
+                     f"{100 * g['balanced_accuracy']['mean']:+.2f} {ci(g['balanced_accuracy'])} | {100 * g['worst_class']:+.1f} |")
+    rec = result["summary"]["recommendation"]
+    lines += ["", f"Recommendation (validation only): **{rec['setting']}**, test accuracy "
+              f"{'n/a' if rec['test_accuracy'] is None else pct(rec['test_accuracy'])}. {rec['reason']}"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mnist", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist10k")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="steps")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: two benchmarks can share the 2 cores)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="Override one key (repeatable).")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    work = args.work or Path(tempfile.mkdtemp(prefix=f"rare-{args.profile}-"))
+    counts = write_split(args.mnist, work / "data", counts_per_class=PROFILES[args.profile])
+    config = config_module.load(None, [f"ingest.dataset={work / 'data'}", f"evaluate.seeds={args.seeds}", *args.overrides])
+    clock, seconds = time.perf_counter(), {}
+    stages = [("ingest", lambda: ingest.run(config.ingest, work / "ingest")),
+              ("train", lambda: train.run(config.train, work / "ingest", work / "gan")),
+              ("generate", lambda: generate.run(config.generate, work / "gan", work / "synthetic", work / "ingest")),
+              ("evaluate", lambda: evaluate_stage.run(config.evaluate, work / "ingest", work / "synthetic", work / "gan", work / "evaluation"))]
+    outputs = {}
+    for name, run in stages:
+        start = time.perf_counter()
+        outputs[name] = run()
+        seconds[name] = round(time.perf_counter() - start, 1)
+        print(f"{name}: {seconds[name]} s", flush=True)
+    seconds["total"] = round(time.perf_counter() - clock, 1)
+    metrics = outputs["evaluate"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    command = "python benchmarks/rare_classes.py " + " ".join(sys.argv[1:])
+    result = {"command": command, "profile": args.profile, "split_counts": counts, "seeds": args.seeds, "threads": args.threads,
+              "train_counts": {c: v["train"] for c, v in outputs["ingest"]["per_class"].items()}, "n_test": metrics["n_test"],
+              "seconds": seconds, "commit": commit, "summary": summarize(metrics, counts), "gain": metrics["gain"],
+              "imbalance_ratio": metrics["imbalance_ratio"], "config": config.to_dict()}
+    storage.write_json(args.out / f"rare_classes_{args.profile}.json", result)
+    storage.write_text(args.out / f"rare_classes_{args.profile}.md", markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
