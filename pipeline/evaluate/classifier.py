@@ -161,7 +161,8 @@ def _to_float(pixels: torch.Tensor) -> torch.Tensor:
 def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, real: tuple[np.ndarray, np.ndarray],
                      synthetic: tuple[np.ndarray, np.ndarray] | None, num_classes: int, device: torch.device) -> SmallCNN:
     """Train for config.steps steps, whatever the condition; batches mix synthetic images at config.synthetic_share
-    (replacing real ones, so batch size and step count stay equal). Nothing of the test set is used."""
+    (replacing real ones, so batch size and step count stay equal), or draw class-balanced from the real images
+    (resampled) or from real + top-up images (topup); see _pools. Nothing of the test set is used."""
     torch.manual_seed(seed)  # same seed, same initial weights and real-batch order in every condition (paired)
     real_x, real_y = (torch.from_numpy(a) for a in real)
     model = prepare_module(SmallCNN(real_x.shape[1], num_classes, real_x.shape[-1], config.width), device)
