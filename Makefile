@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # a venv reused from another checkout (CI's cache) gets its editable install pointed here.
 STAMP := $(VENV)/.installed-$(shell { cat pyproject.toml; echo $(CURDIR); } | sha256sum | cut -c1-16)
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,3 +25,7 @@ test: $(STAMP)
 
 clean:
 	rm -rf runs outputs data/digits
+
+# On a machine with a GPU: measure the GPU path (and the CPU beside it) into benchmarks/results/gpu.{json,md}, <= 5 min.
+gpu-check: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/gpu_check.py

@@ -16,6 +16,7 @@ from flows import versioning
 from flows.runners import limit_torch_threads, task_runner
 from flows.stages import STAGES, run_stage
 from pipeline import config as config_module
+from pipeline import device
 from pipeline import generate, storage
 from pipeline.errors import AugmentError, TransientError
 from pipeline.evaluate import stage as evaluate_stage
@@ -132,7 +133,7 @@ def augment_flow(params: dict, out_dir: str, run_folder: bool = False, runner: s
                  torch_threads: Optional[int] = None) -> dict:
     """Ingest, train the GAN, generate, evaluate; return metrics.json's content. With run_folder, out_dir is a
     parent and this run writes to its own new folder in it (scheduled runs never overwrite each other)."""
-    config = config_module.from_dict(params)
+    config = device.resolve(config_module.from_dict(params))  # config.json records the device's sizes
     # Before anything is written: a deployment's out_dir can be overridden in the Prefect UI, past the CLI's check.
     check_output_location(config.ingest.dataset, out_dir)
     if run_folder:

@@ -14,6 +14,7 @@ from pipeline.errors import AugmentError
 
 PRECISIONS = ("auto", "fp32", "bf16")  # train.precision; pipeline.device.autocast reads the same list
 REBALANCE = ("auto", "on", "off")      # evaluate.rebalance
+DEVICES = ("auto", "cpu", "cuda", "mps")  # train/generate/evaluate.device; pipeline.device.pick_device reads the same list
 
 
 @dataclass
@@ -47,7 +48,7 @@ class TrainConfig:
     track_quality: bool = True       # measure the EMA generator's fidelity at every sample grid (gan/quality.csv)
     checkpoint_every: int = 500      # steps between checkpoints
     seed: int = 0
-    device: str = "auto"             # auto | cpu | cuda
+    device: str = "auto"             # auto | cpu | cuda | mps  (auto: CUDA when present, else CPU)
     compile: bool = False            # torch.compile the networks (pays off on CUDA)
     precision: str = "auto"          # auto | fp32 | bf16: autocast of the GAN steps (auto: bf16 on CUDA, fp32 on CPU;
                                      # bf16 on a CPU with AVX-512 BF16/AMX is faster, opt-in)
@@ -62,7 +63,7 @@ class GenerateConfig:
     seed: int = 0                    # candidate i of class c uses seed + c * 1_000_000_000 + i
     filter: str = "teacher"          # none | teacher: keep the candidates a real-trained classifier is surest of
     oversample: float = 3.0          # filter=teacher: candidates drawn per kept image
-    batch_size: int = 256
+    batch_size: int = 0              # images per generator call; 0 = by device (256 on CPU, 1024 on a GPU); changes no image
     device: str = "auto"
 
 
@@ -243,12 +244,12 @@ def validate(config: Config) -> None:
     policy = {p.strip() for p in train.augment.split(",") if p.strip()}
     _check(policy <= known, f"train.augment has unknown parts {sorted(policy - known)}; use any of {sorted(known)}")
     for name, device in (("train", train.device), ("generate", generate.device), ("evaluate", evaluate.device)):
-        _check(device in ("auto", "cpu", "cuda"), f"{name}.device must be auto, cpu or cuda, got {device!r}")
+        _check(device in DEVICES, f"{name}.device must be one of {', '.join(DEVICES)}, got {device!r}")
     _check(generate.per_class >= 1 or (generate.balance and generate.per_class == 0),
            f"generate.per_class must be at least 1, got {generate.per_class} (use --per-class N with N > 0; "
            "0 means 'up to the largest class' only with --balance)")
     _check(generate.per_class <= 10_000_000, f"generate.per_class {generate.per_class} is absurdly large (max 10,000,000)")
-    _check(generate.batch_size >= 1, "generate.batch_size must be at least 1")
+    _check(generate.batch_size >= 0, "generate.batch_size must be at least 1 (or 0: by device)")
     _check(generate.filter in ("none", "teacher"), f"generate.filter must be none or teacher, got {generate.filter!r}")
     _check(1.0 <= generate.oversample <= 100, f"generate.oversample must be in [1, 100], got {generate.oversample}")
     _check(evaluate.seeds >= 1, f"evaluate.seeds must be at least 1, got {evaluate.seeds}")

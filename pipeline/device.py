@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 
 import torch
 
-from pipeline.config import PRECISIONS
+from pipeline.config import DEVICES, PRECISIONS, Config
 from pipeline.errors import AugmentError
 
 
@@ -25,13 +26,43 @@ def set_threads(threads: int = 0) -> int:
     return torch.get_num_threads()
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when present, else CPU; asking for CUDA without one is a user error."""
+    """'auto' -> CUDA when present, else CPU (Apple's mps only when asked for: it is not measured); asking for a
+    device that is not there is a user error."""
+    if name not in DEVICES:
+        raise AugmentError(f"device must be one of {', '.join(DEVICES)}, not {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise AugmentError("device 'cuda' was requested but no CUDA GPU is available; use device=auto or cpu")
+    if name == "mps" and not _mps_available():
+        raise AugmentError("device 'mps' was requested but this machine has no Apple GPU (MPS); use device=auto or cpu")
     return torch.device(name)
+
+
+# Options whose default depends on the device, for the sizes that change speed but not results: generation draws
+# one latent per seed and runs the generator in eval mode, so its batch size changes no image (tests/test_gpu_path.py).
+# 256 on a CPU: 1,024 wrote no faster here (benchmarks/results/gpu_check_cpu.md); 1,024 on a GPU, where a batch of 256
+# small images leaves most of the device idle (to be confirmed by benchmarks/gpu_check.py on a lent GPU).
+GENERATE_BATCH = {"cpu": 256, "cuda": 1024, "mps": 1024}
+
+
+def default_generate_batch(device: torch.device) -> int:
+    return GENERATE_BATCH.get(device.type, GENERATE_BATCH["cpu"])
+
+
+def resolve(config: Config) -> Config:
+    """Fill the options left to the device (value 0) with the device's default, for config.json to record what ran.
+    Options that change results (GAN and classifier batch, width, steps) are the same on every device, so a run on a
+    GPU follows the protocol the CPU benchmarks measured; precision 'auto' is resolved by autocast (bf16 on CUDA)."""
+    if config.generate.batch_size:
+        return config
+    batch = default_generate_batch(pick_device(config.generate.device))
+    return dataclasses.replace(config, generate=dataclasses.replace(config.generate, batch_size=batch))
 
 
 def prepare_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -3,6 +3,7 @@ enough to top every class up to a common total."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import shutil
 import time
@@ -15,7 +16,7 @@ from PIL import Image
 
 from pipeline import filtering, storage
 from pipeline.config import GenerateConfig
-from pipeline.device import pick_device, prepare_module
+from pipeline.device import default_generate_batch, pick_device, prepare_module
 from pipeline.errors import AugmentError
 from pipeline.gan.networks import build_generator, to_uint8
 from pipeline.progress import logger, track
@@ -50,6 +51,11 @@ def _load_generator(gan_dir: Path, device: torch.device) -> tuple[torch.nn.Modul
     except RuntimeError as error:
         raise AugmentError(f"'{weights_path}' does not match '{spec_path}' ({str(error).splitlines()[0]}); retrain") from None
     return prepare_module(generator.eval(), device), spec, storage.sha256_file(weights_path)
+
+
+def _sized(config: GenerateConfig, device: torch.device) -> GenerateConfig:
+    """batch_size 0: the device's default (pipeline.device.GENERATE_BATCH)."""
+    return config if config.batch_size else dataclasses.replace(config, batch_size=default_generate_batch(device))
 
 
 def _candidates(config: GenerateConfig, count: int) -> int:
@@ -131,6 +137,7 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
     real training count, generated count, reason); return the counts. Balance needs ingest_dir's stats.json."""
     start = time.perf_counter()
     device = pick_device(config.device)
+    config = _sized(config, device)
     generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
     out, classes = Path(out_dir), spec["classes"]
     real_counts = _real_counts(Path(ingest_dir) if ingest_dir is not None else None, classes)
@@ -193,6 +200,7 @@ def run_class(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, 
     """One class's images (a unit of fan-out): out_dir/<name>/<i>.png, the same files `run` writes for that class,
     and its manifest rows in out_dir/.parts/<name>.csv for merge_classes."""
     device = pick_device(config.device)
+    config = _sized(config, device)
     generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
     if name not in spec["classes"]:
         raise AugmentError(f"class '{name}' is not one the generator in '{gan_dir}' was trained on")

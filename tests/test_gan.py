@@ -115,6 +115,7 @@ def test_mode_seeking_and_keep_best_export_the_lowest_frechet_snapshot(ingested,
 
 def test_bf16_precision_runs_the_gan_steps_in_bfloat16_on_cpu(ingested, digits_dir, tmp_path, monkeypatch):
     from pipeline.device import autocast
+    from pipeline.gan import step as step_module
 
     layer, x = torch.nn.Linear(4, 4), torch.ones(2, 4)
     with autocast(torch.device("cpu"), "bf16"):
@@ -126,7 +127,7 @@ def test_bf16_precision_runs_the_gan_steps_in_bfloat16_on_cpu(ingested, digits_d
         autocast(torch.device("cpu"), "fp16")
     config = tiny_config(digits_dir, "train.precision=bf16").train
     asked = []  # the training loop must pass the configured precision to every autocast it opens
-    monkeypatch.setattr(train, "autocast", lambda device, precision="auto": asked.append(precision) or autocast(device, precision))
+    monkeypatch.setattr(step_module, "autocast", lambda device, precision="auto": asked.append(precision) or autocast(device, precision))
     summary = train.run(config, ingested, tmp_path / "gan")
     assert asked and set(asked) == {"bf16"}
     rows = list(csv.DictReader(open(tmp_path / "gan" / "losses.csv")))

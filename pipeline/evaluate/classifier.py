@@ -176,10 +176,9 @@ def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, re
         parts = [(x[i], y[i]) for (x, y, n, _, weights), rng in zip(pools, rngs) if n
                  for i in [torch.randint(0, len(x), (n,), generator=rng) if weights is None
                            else torch.multinomial(weights, n, replacement=True, generator=rng)]]
-        x, y = _to_float(torch.cat([p[0] for p in parts])), torch.cat([p[1] for p in parts])
-        if condition.augment:
+        x, y = _to_float(torch.cat([p[0] for p in parts]).to(device)), torch.cat([p[1] for p in parts]).to(device)
+        if condition.augment:  # on the device (its random draws stay on the CPU generator: paired on any device)
             x = classical_augment(x, config.augment, augment_rng, config.augment_probability)
-        x, y = x.to(device), y.to(device)
         with autocast(device):
             loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)

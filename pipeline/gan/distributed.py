@@ -13,12 +13,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline import storage
 from pipeline.config import TrainConfig
-from pipeline.device import autocast
 from pipeline.errors import AugmentError
 from pipeline.gan import train
-from pipeline.gan.augment import diff_augment, parse_policy
-from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_labels, mode_seeking_penalty
+from pipeline.gan.augment import parse_policy
 from pipeline.gan.networks import Discriminator, build_generator
+from pipeline.gan.step import GanStep, draw_batch, ema_decay, optimizers, update_ema
 from pipeline.progress import logger
 
 
@@ -52,40 +51,19 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path, device
                                   config.discriminator_width, config.minibatch_std).to(device)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     ddp_g, ddp_d = DistributedDataParallel(generator), DistributedDataParallel(discriminator)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=(0.0, 0.99))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=(0.0, 0.99))
+    opt_g, opt_d = optimizers(config, generator, discriminator)
     mine = shard(len(images), rank, world_size)
-    local_batch, policy = config.batch_size // world_size, parse_policy(config.augment)
+    local_batch = config.batch_size // world_size
+    # DDP's rules: one D forward per backward (real and fake together), and D frozen during G's step.
+    gan_step = GanStep(config, generator, discriminator, opt_g, opt_d, device, parse_policy(config.augment), ddp_g, ddp_d,
+                       joint_discriminator=True)
     rng = torch.Generator().manual_seed(config.seed + 1000 * rank)  # different batches and noise per rank
     images, labels, rows, clock = images.to(device), labels.to(device), [], time.perf_counter()
     for step in range(1, config.steps + 1):
-        index = mine[torch.randint(0, len(mine), (local_batch,), generator=rng)].to(device)
-        real, batch_labels = images[index].float() / 127.5 - 1.0, labels[index]
-        z = torch.randn(local_batch, config.z_dim, generator=rng).to(device)
-        fake_labels, half = mode_seeking_labels(batch_labels, bool(config.mode_seeking))
-        with autocast(device, config.precision):
-            fake = ddp_g(z, fake_labels)
-            # One D forward per backward (DDP's rule): real and fake go through together.
-            both = torch.cat([diff_augment(real, policy, rng), diff_augment(fake.detach(), policy, rng)])
-            scores = ddp_d(both, torch.cat([batch_labels, fake_labels]))
-            loss_d = discriminator_hinge(scores[:local_batch], scores[local_batch:])
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        # D frozen for G's step: no D gradients, so D's DDP hooks stay quiet; G's gradients are averaged.
-        discriminator.requires_grad_(False)
-        with autocast(device, config.precision):
-            loss_g = generator_hinge(discriminator(diff_augment(fake, policy, rng), fake_labels))
-            if config.mode_seeking:
-                loss_g = loss_g + config.mode_seeking * mode_seeking_penalty(fake, z, half)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        discriminator.requires_grad_(True)
-        train._update_ema(ema, generator, train._ema_decay(config, step * config.batch_size))
+        real, batch_labels, z = draw_batch(images, labels, mine, local_batch, config.z_dim, rng, device)
+        losses = gan_step(real, batch_labels, z, rng)
+        update_ema(ema, generator, ema_decay(config, step * config.batch_size))
         if step % train.LOG_EVERY == 0 or step == config.steps:
-            losses = torch.stack([loss_d.detach(), loss_g.detach(), scores[:local_batch].detach().mean(),
-                                  scores[local_batch:].detach().mean()])
             dist.all_reduce(losses)  # the mean over ranks is the loss of the global batch
             values = (losses / world_size).tolist()
             if not all(np.isfinite(values)):
@@ -93,9 +71,9 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path, device
             rows.append([step, *(round(v, 5) for v in values), round(config.batch_size * step / (time.perf_counter() - clock), 1)])
         if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
             storage.write_csv(out / "losses.csv", ["step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_second"], rows)
-            train._save_checkpoint(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
+            train.save_checkpoint(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
     if rank == 0:
         logger.info("distributed training on %d processes done", world_size)
-        summary = train._finish(out, spec, ema, rows, time.perf_counter() - start)
+        summary = train.finish(out, spec, ema, rows, time.perf_counter() - start)
     dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
     return summary if rank == 0 else None

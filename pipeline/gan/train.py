@@ -13,23 +13,17 @@ from PIL import Image
 
 from pipeline import storage
 from pipeline.config import TrainConfig
-from pipeline.device import autocast, pick_device, prepare_module
+from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
-from pipeline.gan.augment import diff_augment, parse_policy
-from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_labels, mode_seeking_penalty
+from pipeline.gan.augment import parse_policy
 from pipeline.gan.networks import Discriminator, build_generator, default_width, to_uint8
 from pipeline.gan.quality import COLUMNS as QUALITY_COLUMNS, QualityProbe
+from pipeline.gan.step import GanStep, draw_batch, ema_decay, optimizers, update_ema
 from pipeline.progress import logger, track
 
 GRID_COLUMNS = 8
 BEST = "generator_best.safetensors"  # keep=best: EMA snapshot at the best sample grid so far
 LOG_EVERY = 50  # steps between loss rows; losses are read back (a host sync) only then
-
-
-def _ema_decay(config: TrainConfig, images_seen: int) -> float:
-    """Per-step EMA decay from a half-life in kimg, ramped up early so the EMA does not start from noise."""
-    halflife_images = min(config.ema_halflife_kimg * 1000, images_seen * 0.05)
-    return 0.5 ** (config.batch_size / max(halflife_images, 1e-8)) if halflife_images > 0 else 0.0
 
 
 def save_grid(path: Path, images: torch.Tensor, rows: int) -> None:
@@ -88,18 +82,16 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
     generator, discriminator = build_generator(spec), Discriminator(
         len(classes), spec["channels"], spec["image_size"], spec["width"], config.discriminator_width, config.minibatch_std)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=(0.0, 0.99))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=(0.0, 0.99))
+    opt_g, opt_d = optimizers(config, generator, discriminator)
     start_step = 0
     if resumed is not None:
         start_step = _restore(out / "checkpoint.safetensors", generator, discriminator, ema, opt_g, opt_d)
         logger.info("resuming training from step %d of %d", start_step, config.steps)
     for module in (generator, discriminator, ema):
         prepare_module(module, device)
-    g_step, d_step = generator, discriminator
+    g_forward, d_forward = generator, discriminator
     if config.compile:
-        g_step, d_step = torch.compile(generator), torch.compile(discriminator)
-    policy = parse_policy(config.augment)
+        g_forward, d_forward = torch.compile(generator), torch.compile(discriminator)
     rng = torch.Generator().manual_seed(config.seed + start_step)
     fixed_labels = torch.arange(len(classes)).repeat_interleave(GRID_COLUMNS).to(device)
     fixed_z = torch.randn(len(fixed_labels), config.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
@@ -110,29 +102,11 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
         if config.track_quality and start_step < config.steps else None  # a finished run only re-exports
     quality = storage.read_csv_rows(quality_path) if resumed is not None and probe else []
     history, clock = [], time.perf_counter()
+    gan_step = GanStep(config, generator, discriminator, opt_g, opt_d, device, parse_policy(config.augment), g_forward, d_forward)
     for step in track(range(start_step + 1, config.steps + 1), config.steps - start_step, "train: GAN steps"):
-        index = torch.randint(0, len(images), (config.batch_size,), generator=rng).to(device)
-        real = images[index].float() / 127.5 - 1.0
-        batch_labels = labels[index]
-        z = torch.randn(config.batch_size, config.z_dim, generator=rng).to(device)
-        fake_labels, half = mode_seeking_labels(batch_labels, bool(config.mode_seeking))
-        with autocast(device, config.precision):
-            fake = g_step(z, fake_labels)
-            real_scores = d_step(diff_augment(real, policy, rng), batch_labels)
-            fake_scores = d_step(diff_augment(fake.detach(), policy, rng), fake_labels)
-            loss_d = discriminator_hinge(real_scores, fake_scores)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        with autocast(device, config.precision):
-            loss_g = generator_hinge(d_step(diff_augment(fake, policy, rng), fake_labels))
-            if config.mode_seeking:
-                loss_g = loss_g + config.mode_seeking * mode_seeking_penalty(fake, z, half)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        _update_ema(ema, generator, _ema_decay(config, step * config.batch_size))
-        history.append(torch.stack([loss_d.detach(), loss_g.detach(), real_scores.detach().mean(), fake_scores.detach().mean()]))
+        real, batch_labels, z = draw_batch(images, labels, None, config.batch_size, config.z_dim, rng, device)
+        history.append(gan_step(real, batch_labels, z, rng))
+        update_ema(ema, generator, ema_decay(config, step * config.batch_size))
         sample_now = step % config.sample_every == 0 or step == config.steps
         checkpoint_now = step % config.checkpoint_every == 0 or step == config.steps
         if step % LOG_EVERY == 0 or sample_now or checkpoint_now:  # checked before anything is written: no garbage saved
@@ -154,8 +128,8 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
             storage.write_csv(losses_path, ["step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_second"], rows)
             if probe:
                 storage.write_csv(quality_path, QUALITY_COLUMNS, quality)
-            _save_checkpoint(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
-    return _finish(out, spec, _kept(out, config, ema), rows, time.perf_counter() - start)
+            save_checkpoint(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
+    return finish(out, spec, _kept(out, config, ema), rows, time.perf_counter() - start)
 
 
 def _kept(out: Path, config: TrainConfig, ema: torch.nn.Module) -> torch.nn.Module:
@@ -171,15 +145,7 @@ def _kept(out: Path, config: TrainConfig, ema: torch.nn.Module) -> torch.nn.Modu
     return best
 
 
-def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for target, source in zip(ema.parameters(), model.parameters()):
-            target.lerp_(source, 1.0 - decay)
-        for target, source in zip(ema.buffers(), model.buffers()):
-            target.copy_(source)
-
-
-def _save_checkpoint(out: Path, spec: dict, step: int, generator, discriminator, ema, opt_g, opt_d) -> None:
+def save_checkpoint(out: Path, spec: dict, step: int, generator, discriminator, ema, opt_g, opt_d) -> None:
     g_tensors, g_groups = _optimizer_tensors("opt_g", opt_g)
     d_tensors, d_groups = _optimizer_tensors("opt_d", opt_d)
     tensors = {**_state_tensors("G", generator), **_state_tensors("D", discriminator), **_state_tensors("G_ema", ema),
@@ -219,7 +185,7 @@ def _restore(path: Path, generator, discriminator, ema, opt_g, opt_d) -> int:
     return int(metadata["step"])
 
 
-def _finish(out: Path, spec: dict, ema: torch.nn.Module, rows: list, seconds: float) -> dict:
+def finish(out: Path, spec: dict, ema: torch.nn.Module, rows: list, seconds: float) -> dict:
     """Export the EMA generator on its own (what generate reads) and return a summary."""
     storage.save_tensors(out / "generator_ema.safetensors", ema.state_dict(), {"format": "augment-generator-v1"})
     storage.write_json(out / "generator.json", spec)
