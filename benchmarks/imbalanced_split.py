@@ -19,25 +19,39 @@ PROFILES = {
 }
 
 
+def class_names(source: Path) -> list[str]:
+    return sorted(d.name for d in source.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def shuffled_files(source: Path, name: str, seed: int = 0) -> list[Path]:
+    """One class's files in the split's seeded order: training picks first, then test, then the unused rest."""
+    files = sorted(p for p in (source / name).iterdir() if p.is_file())
+    random.Random(f"{seed}:{name}").shuffle(files)
+    return files
+
+
+def link_files(files: list[Path], folder: Path) -> None:
+    """Hard-link files into folder (copied across devices)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        target = folder / file.name
+        if not target.exists():
+            try:
+                os.link(file, target)
+            except OSError:
+                shutil.copy2(file, target)
+
+
 def write_split(source: Path, out: Path, test_per_class: int = 100, seed: int = 0, counts_per_class: tuple[int, ...] = COUNTS) -> dict[str, int]:
     """Seeded, disjoint train/test picks per class; files are hard-linked (copied across devices). Returns train counts."""
-    classes = sorted(d.name for d in source.iterdir() if d.is_dir() and not d.name.startswith("."))
     counts = {}
-    for index, name in enumerate(classes):
-        files = sorted(p for p in (source / name).iterdir() if p.is_file())
-        random.Random(f"{seed}:{name}").shuffle(files)
+    for index, name in enumerate(class_names(source)):
+        files = shuffled_files(source, name, seed)
         counts[name] = counts_per_class[index % len(counts_per_class)]
         if len(files) < counts[name] + test_per_class:
             raise SystemExit(f"class {name!r} has {len(files)} files, needs {counts[name] + test_per_class}")
-        for part, chosen in (("train", files[:counts[name]]), ("test", files[counts[name]:counts[name] + test_per_class])):
-            (out / part / name).mkdir(parents=True, exist_ok=True)
-            for file in chosen:
-                target = out / part / name / file.name
-                if not target.exists():
-                    try:
-                        os.link(file, target)
-                    except OSError:
-                        shutil.copy2(file, target)
+        link_files(files[:counts[name]], out / "train" / name)
+        link_files(files[counts[name]:counts[name] + test_per_class], out / "test" / name)
     return counts
 
 

@@ -23,12 +23,13 @@ import torch
 
 from pipeline import config as config_module
 from pipeline import generate, ingest, storage
+from pipeline.evaluate import classifier
 from pipeline.evaluate import stage as evaluate_stage
 from pipeline.evaluate.stats import paired_gain, verdict
 from pipeline.gan import train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from imbalanced_split import PROFILES, write_split  # noqa: E402
+from imbalanced_split import PROFILES, class_names, link_files, shuffled_files, write_split  # noqa: E402
 
 BASELINES = ("real+aug", "real+aug+resampled")  # what a practitioner would use instead of synthetic images
 
@@ -61,6 +62,32 @@ def summarize(metrics: dict, counts: dict[str, int]) -> dict:
             "reason": choice["reason"], "test_accuracy": choice.get("test_result", {}).get("mean"), "vs_baselines": harm}}
 
 
+def oracle_agreement(mnist: Path, counts: dict[str, int], work: Path, per_class: int = 300, seed: int = 0) -> dict:
+    """Class leakage of the synthetic set, judged by an oracle: the evaluation's classifier trained (real+aug) on
+    `per_class` MNIST images per class that are in neither the split's training nor its test images (the files after
+    them in the split's order), checked on 100 more such images. Returns the oracle's own accuracy there and, per
+    class, the share of the synthetic images (as generated, after the teacher filter) the oracle puts in their class."""
+    for name in class_names(mnist):
+        rest = shuffled_files(mnist, name, seed)[counts[name] + 100:]
+        link_files(rest[:per_class], work / "oracle" / "train" / name)
+        link_files(rest[per_class:per_class + 100], work / "oracle" / "test" / name)
+    stats = ingest.run(config_module.load(None, [f"ingest.dataset={work / 'oracle'}", "ingest.val_fraction=0"]).ingest,
+                       work / "oracle-ingest")
+    arrays = storage.load_arrays(work / "oracle-ingest")
+    classes = [str(c) for c in arrays["classes"]]
+    real_aug = next(c for c in classifier.CONDITIONS if c.name == "real+aug")
+    model = classifier.train_classifier(config_module.EvaluateConfig(steps=1000), real_aug, seed,
+                                        (arrays["train_images"], arrays["train_labels"]), None, len(classes), torch.device("cpu"))
+    oracle_accuracy = float(np.mean(classifier.predict(model, arrays["test_images"], torch.device("cpu")) == arrays["test_labels"]))
+    images, labels = evaluate_stage.load_synthetic(work / "synthetic", classes, arrays["train_images"].shape[1:])
+    predicted = classifier.predict(model, images, torch.device("cpu"))
+    per_class = {name: float(np.mean(predicted[labels == i] == i)) for i, name in enumerate(classes) if np.any(labels == i)}
+    rarest = [name for name, n in counts.items() if n == min(counts.values())]
+    return {"oracle_accuracy": oracle_accuracy, "oracle_train_per_class": stats["per_class"][classes[0]]["train"],
+            "agreement_per_class": per_class, "agreement_rarest": float(np.mean([per_class[c] for c in rarest if c in per_class])),
+            "agreement_all": float(np.mean(predicted == labels))}
+
+
 def markdown(result: dict) -> str:
     pct = lambda v: f"{100 * v:.2f}"
     ci = lambda g: "n/a" if g["ci95"] is None else f"[{100 * g['ci95'][0]:+.2f}, {100 * g['ci95'][1]:+.2f}]"
@@ -77,6 +104,12 @@ def markdown(result: dict) -> str:
         lines.append(f"| {g['treated']} vs {g['baseline']} | {100 * g['accuracy']['mean']:+.2f} {ci(g['accuracy'])} | "
                      f"{100 * g['balanced_accuracy']['mean']:+.2f} {ci(g['balanced_accuracy'])} | {100 * g['worst_class']:+.1f} |")
     rec = result["summary"]["recommendation"]
+    if result.get("leakage"):
+        leak = result["leakage"]
+        lines += ["", f"Class leakage (oracle trained on {leak['oracle_train_per_class']} other MNIST images per class, "
+                  f"{100 * leak['oracle_accuracy']:.1f}% on 100 more): synthetic images in their own class "
+                  f"{100 * leak['agreement_all']:.1f}% overall, {100 * leak['agreement_rarest']:.1f}% in the rarest classes; per class "
+                  + ", ".join(f"{c} {100 * v:.0f}%" for c, v in leak["agreement_per_class"].items()) + "."]
     lines += ["", f"Recommendation (validation only): **{rec['setting']}**, test accuracy "
               f"{'n/a' if rec['test_accuracy'] is None else pct(rec['test_accuracy'])}. {rec['reason']}"]
     return "\n".join(lines) + "\n"
@@ -91,6 +124,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: two benchmarks can share the 2 cores)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="Override one key (repeatable).")
+    parser.add_argument("--leakage", action="store_true", help="also measure class leakage with an oracle (other MNIST images)")
+    parser.add_argument("--name", default=None, help="results file stem (default rare_classes_<profile>)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix=f"rare-{args.profile}-"))
@@ -115,8 +150,11 @@ def main() -> None:
               "train_counts": {c: v["train"] for c, v in outputs["ingest"]["per_class"].items()}, "n_test": metrics["n_test"],
               "seconds": seconds, "commit": commit, "summary": summarize(metrics, counts), "gain": metrics["gain"],
               "imbalance_ratio": metrics["imbalance_ratio"], "config": config.to_dict()}
-    storage.write_json(args.out / f"rare_classes_{args.profile}.json", result)
-    storage.write_text(args.out / f"rare_classes_{args.profile}.md", markdown(result))
+    if args.leakage:
+        result["leakage"] = oracle_agreement(args.mnist, counts, work)
+    stem = args.name or f"rare_classes_{args.profile}"
+    storage.write_json(args.out / f"{stem}.json", result)
+    storage.write_text(args.out / f"{stem}.md", markdown(result))
     print(markdown(result))
 
 

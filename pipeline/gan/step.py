@@ -78,13 +78,24 @@ def optimizers(config: TrainConfig, generator: torch.nn.Module,
 
 
 def draw_batch(images: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor | None, batch_size: int, z_dim: int,
-               rng: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A batch of real images in [-1, 1] drawn uniformly with replacement (from `pool`'s indices when given: a
-    data-parallel rank's shard), their labels, and the generator's noise; all random draws come from `rng`."""
-    index = torch.randint(0, len(pool) if pool is not None else len(images), (batch_size,), generator=rng)
+               rng: torch.Generator, device: torch.device,
+               weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of real images in [-1, 1] drawn with replacement, uniformly or (weights) in proportion to per-image
+    weights, from `pool`'s indices when given (a data-parallel rank's shard); their labels, and the generator's noise.
+    All random draws come from `rng`."""
+    if weights is not None:
+        index = torch.multinomial(weights, batch_size, replacement=True, generator=rng)
+    else:
+        index = torch.randint(0, len(pool) if pool is not None else len(images), (batch_size,), generator=rng)
     index = (pool[index] if pool is not None else index).to(device)
     z = torch.randn(batch_size, z_dim, generator=rng).to(device)
     return images[index].float() / 127.5 - 1.0, labels[index], z
+
+
+def class_balanced_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-image draw weights that make every class equally likely in a batch: 1 / its image count."""
+    counts = torch.bincount(labels)
+    return (1.0 / counts[labels].double()).cpu()
 
 
 def ema_decay(config: TrainConfig, images_seen: int) -> float:
