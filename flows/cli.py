@@ -32,6 +32,25 @@ CronOption = Annotated[str, typer.Option(help='Cron schedule of the runs, e.g. "
 NameOption = Annotated[str, typer.Option(help="Deployment name; the deployment is augment/NAME.")]
 
 
+def _version(value: bool) -> None:
+    """--version: this package's version and the versions of what it runs on, then exit."""
+    if value:
+        from importlib.metadata import version
+
+        import torch
+
+        device = f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no CUDA GPU"
+        print(f"augment {version('augment')} (torch {torch.__version__}, {device}; prefect {version('prefect')}, "
+              f"dvc {version('dvc')}, python {sys.version.split()[0]})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                   help="Print the version (and torch, CUDA, Prefect, DVC) and exit.")] = False) -> None:
+    """Train a class-conditional GAN on a small image folder and measure whether its images help a classifier."""
+
+
 def _quiet_environment() -> None:
     """Offline-safe Prefect and DVC defaults; a user's own settings win."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

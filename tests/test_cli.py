@@ -62,3 +62,14 @@ def test_bad_input_ends_in_one_line_without_traceback(case, message, digits_dir,
     assert "Traceback" not in result.stderr + result.stdout
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
+
+
+def test_version_names_the_package_and_what_it_runs_on(cli_env):
+    from importlib.metadata import version
+
+    import torch
+
+    result = subprocess.run([str(BIN / "augment"), "--version"], env=cli_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"augment {version('augment')} (torch {torch.__version__}, ")
+    assert ("no CUDA GPU" in result.stdout) != torch.cuda.is_available()
