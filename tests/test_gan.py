@@ -134,3 +134,27 @@ def test_bf16_precision_runs_the_gan_steps_in_bfloat16_on_cpu(ingested, digits_d
     assert summary["steps"] == 6 and all(torch.isfinite(torch.tensor(float(r["loss_g"]))) for r in rows)
     weights = load_file(str(tmp_path / "gan" / "generator_ema.safetensors"))
     assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())  # master weights stay fp32
+
+
+def test_balanced_sampling_draws_every_class_equally_often_and_uniform_follows_the_data():
+    from pipeline.gan.step import class_balanced_weights, draw_batch
+
+    labels = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)  # 90:9:1
+    images = torch.zeros(100, 1, 4, 4, dtype=torch.uint8)
+    counts = {}
+    for name, weights in (("uniform", None), ("balanced", class_balanced_weights(labels))):
+        rng = torch.Generator().manual_seed(0)
+        drawn = torch.cat([draw_batch(images, labels, None, 64, 8, rng, torch.device("cpu"), weights)[1] for _ in range(100)])
+        counts[name] = torch.bincount(drawn, minlength=3).double() / len(drawn)
+    assert counts["uniform"][2] < 0.03 and counts["uniform"][0] > 0.85
+    assert torch.allclose(counts["balanced"], torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.03)
+
+
+def test_balanced_sampling_trains_and_is_part_of_the_model_identity(ingested, digits_dir, tmp_path):
+    config = tiny_config(digits_dir, "train.sampling=balanced").train
+    summary = train.run(config, ingested, tmp_path / "gan")
+    assert summary["steps"] == 6
+    spec = json.loads((tmp_path / "gan" / "generator.json").read_text())
+    assert spec["train"]["sampling"] == "balanced"  # a uniform run's checkpoint is not resumed as this one
+    with pytest.raises(AugmentError, match="train.sampling must be uniform or balanced"):
+        tiny_config(digits_dir, "train.sampling=weighted")
