@@ -302,6 +302,61 @@ def stage(
         _print_result(result, out)
 
 
+RunOption = Annotated[Path, typer.Option("--run", help="A finished run folder (holds config.json), e.g. runs/digits.")]
+
+
+@app.command("generate")
+def generate_command(
+    run: RunOption,
+    per_class: Annotated[int, typer.Option(help="Synthetic images per class to hold (generate.per_class); with generate.balance the target total.")],
+) -> None:
+    """Generate the run's synthetic images again from its trained generator (no retraining; an interrupted call
+    resumes). The run's evaluation is marked stale until it is re-run."""
+    from pipeline import runs
+
+    summary = runs.regenerate(run, per_class)
+    console.print(f"wrote {summary['n_images']} synthetic images to {run / 'synthetic'} in {summary['seconds']:.0f} s")
+    if runs.stale_reason(run):
+        console.print(f"the evaluation is now stale; re-run it: augment stage evaluate --out {run} --params {run / 'config.json'}")
+
+
+@app.command()
+def report(
+    run: RunOption,
+    json_: Annotated[bool, typer.Option("--json", help="Print metrics.json instead of the table.")] = False,
+) -> None:
+    """Re-render the run's report.html and print its result table (or its metrics as JSON)."""
+    import json
+
+    from pipeline import runs
+
+    path, metrics = runs.render_report(run)
+    if json_:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+        return
+    stale = runs.stale_reason(run)
+    if stale:
+        console.print(f"[bold yellow]stale:[/] {stale}; re-run the evaluate stage", highlight=False)
+    _print_result(metrics, run)
+    console.print(f"report: {path}")
+
+
+@app.command()
+def export(
+    run: RunOption,
+    out: Annotated[Path, typer.Argument(help="New folder for the ImageFolder (class sub-folders, manifest.csv, summary.json).")],
+    setting: Annotated[Optional[str], typer.Option(help="Export this evaluated setting (e.g. real+aug+resampled) instead of the recommended one.")] = None,
+) -> None:
+    """Export the run's recommended training set: its real training images and the synthetic images the
+    recommendation uses, with a manifest whose sampling weights reproduce the recommended batch mix."""
+    from pipeline import runs
+
+    summary = runs.export_training_set(run, out, setting)
+    augment = f", classical augmentation {summary['classical_policy']}" if summary["classical_augmentation"] else ""
+    console.print(f"exported {summary['setting']} to {out}: {summary['n_real']} real + {summary['n_synthetic']} synthetic "
+                  f"images{augment}; draw them with the weights in {out / 'manifest.csv'}")
+
+
 @app.command("export-digits")
 def export_digits(
     out: Annotated[Path, typer.Argument(help="Folder to write the ImageFolder into.")] = Path("data/digits"),

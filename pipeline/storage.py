@@ -176,6 +176,13 @@ def save_arrays(folder: str | Path, **arrays: np.ndarray) -> Path:
     return path
 
 
+def save_array(path: str | Path, array: np.ndarray) -> Path:
+    """One array as .npy, atomically (read back with np.load(path, allow_pickle=False))."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.asarray(array), allow_pickle=False)
+    return Path(path)
+
+
 def load_arrays(folder: str | Path) -> dict[str, np.ndarray]:
     """Read the ingest cache (no pickle: class names are stored as a unicode array)."""
     path = Path(folder) / "arrays.npz"

@@ -12,7 +12,7 @@ from conftest import copy_tree, tiny_config
 from pipeline import generate, ingest
 from pipeline.config import EvaluateConfig
 from pipeline.evaluate import stage as evaluate_stage
-from pipeline.evaluate.classifier import _pools, conditions_for, rebalancing, share_of, topup_indices
+from pipeline.evaluate.classifier import pools, conditions_for, rebalancing, share_of, topup_indices
 from pipeline.evaluate.recommend import recommend
 from pipeline.gan import train
 
@@ -42,13 +42,13 @@ def test_resampled_batches_are_class_balanced_and_topup_fills_every_class_to_the
     synthetic_labels = np.repeat(np.arange(3), 50)
     synthetic = (np.ones((150, 1, 4, 4), np.uint8), synthetic_labels)
     conditions = {c.name: c for c in conditions_for(config, LABELS, 3)}
-    uniform = draw(_pools(config, conditions["real+aug"], 0, (images, LABELS), synthetic, 3)[0])
+    uniform = draw(pools(config, conditions["real+aug"], 0, (images, LABELS), synthetic, 3)[0])
     assert uniform == pytest.approx([40 / 52, 10 / 52, 2 / 52], abs=0.01)
-    resampled = _pools(config, conditions["real+aug+resampled"], 0, (images, LABELS), synthetic, 3)
+    resampled = pools(config, conditions["real+aug+resampled"], 0, (images, LABELS), synthetic, 3)
     assert len(resampled) == 1 and resampled[0][2] == 64 and draw(resampled[0]) == pytest.approx([1 / 3] * 3, abs=0.01)
     rows = topup_indices(LABELS, synthetic_labels, 3)
     assert np.bincount(synthetic_labels[rows], minlength=3).tolist() == [0, 30, 38]
-    (pool,) = _pools(config, conditions["real+aug+topup"], 0, (images, LABELS), synthetic, 3)
+    (pool,) = pools(config, conditions["real+aug+topup"], 0, (images, LABELS), synthetic, 3)
     assert len(pool[0]) == 52 + 68 and draw(pool) == pytest.approx([1 / 3] * 3, abs=0.01)
     synthetic_share = (pool[0][:, 0, 0, 0] == 1).double()  # synthetic pixels are 1 here, real ones 0
     rare = pool[1] == 2

@@ -162,18 +162,18 @@ def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, re
                      synthetic: tuple[np.ndarray, np.ndarray] | None, num_classes: int, device: torch.device) -> SmallCNN:
     """Train for config.steps steps, whatever the condition; batches mix synthetic images at config.synthetic_share
     (replacing real ones, so batch size and step count stay equal), or draw class-balanced from the real images
-    (resampled) or from real + top-up images (topup); see _pools. Nothing of the test set is used."""
+    (resampled) or from real + top-up images (topup); see pools. Nothing of the test set is used."""
     torch.manual_seed(seed)  # same seed, same initial weights and real-batch order in every condition (paired)
     real_x, real_y = (torch.from_numpy(a) for a in real)
     model = prepare_module(SmallCNN(real_x.shape[1], num_classes, real_x.shape[-1], config.width), device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
-    pools = _pools(config, condition, seed, real, synthetic, num_classes)
-    rngs = [torch.Generator().manual_seed(pool_seed) for *_, pool_seed, _ in pools]
+    batch_pools = pools(config, condition, seed, real, synthetic, num_classes)
+    rngs = [torch.Generator().manual_seed(pool_seed) for *_, pool_seed, _ in batch_pools]
     augment_rng = torch.Generator().manual_seed(seed + 2)
     model.train()
     for _ in range(config.steps):
-        parts = [(x[i], y[i]) for (x, y, n, _, weights), rng in zip(pools, rngs) if n
+        parts = [(x[i], y[i]) for (x, y, n, _, weights), rng in zip(batch_pools, rngs) if n
                  for i in [torch.randint(0, len(x), (n,), generator=rng) if weights is None
                            else torch.multinomial(weights, n, replacement=True, generator=rng)]]
         x, y = _to_float(torch.cat([p[0] for p in parts]).to(device)), torch.cat([p[1] for p in parts]).to(device)
@@ -188,7 +188,7 @@ def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, re
     return model.eval()
 
 
-def _pools(config: EvaluateConfig, condition: Condition, seed: int, real, synthetic, num_classes: int) -> list[tuple]:
+def pools(config: EvaluateConfig, condition: Condition, seed: int, real, synthetic, num_classes: int) -> list[tuple]:
     """(images, labels, slots per batch, seed, draw weights or None for uniform) of each pool a batch is drawn from."""
     if condition.topup:
         rows = topup_indices(real[1], synthetic[1], num_classes)
@@ -197,10 +197,10 @@ def _pools(config: EvaluateConfig, condition: Condition, seed: int, real, synthe
     n_synthetic = {(True, False): 0, (False, True): config.batch_size,
                    (True, True): int(round(config.batch_size * share_of(condition, config)))}[(condition.real, condition.synthetic)]
     weights = _class_balanced(real[1], num_classes) if condition.balanced else None
-    pools = [(torch.from_numpy(real[0]), torch.from_numpy(real[1]), config.batch_size - n_synthetic, seed, weights)]
+    result = [(torch.from_numpy(real[0]), torch.from_numpy(real[1]), config.batch_size - n_synthetic, seed, weights)]
     if n_synthetic:
-        pools.append((torch.from_numpy(synthetic[0]), torch.from_numpy(synthetic[1]), n_synthetic, seed + 1, None))
-    return pools
+        result.append((torch.from_numpy(synthetic[0]), torch.from_numpy(synthetic[1]), n_synthetic, seed + 1, None))
+    return result
 
 
 def _class_balanced(labels: np.ndarray, num_classes: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.verdict{font-size:1.5em;padding:.6em 1em;
 margin:.5em 0;border-radius:6px}.gain{background:#d9f2d9}.loss{background:#f8d7d7}.neutral{background:#eee}
 img{max-width:100%;image-rendering:pixelated}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}
-.note{color:#555}"""
+.note{color:#555}.stale{background:#fff3cd;border:1px solid #e0c060;padding:.6em 1em;border-radius:6px}"""
 
 
 def _png(figure) -> str:
@@ -167,8 +167,10 @@ def _verdicts(metrics: dict) -> str:
     return "".join(parts)
 
 
-def write_report(path: Path, metrics: dict, real, synthetic, distances: np.ndarray, gan_dir: Path, ingest_dir: Path) -> Path:
-    """Render the report for one evaluation; every figure is embedded, nothing is loaded from the network."""
+def write_report(path: Path, metrics: dict, real, synthetic, distances: np.ndarray, gan_dir: Path, ingest_dir: Path,
+                 stale: str | None = None) -> Path:
+    """Render the report for one evaluation; every figure is embedded, nothing is loaded from the network. `stale`:
+    why the evaluation no longer matches the run's synthetic set (shown above everything)."""
     conditions = [[n, *(f"{100 * v[f'{s}_mean']:.2f} ± {100 * v[f'{s}_std']:.2f}" for s in ("accuracy", "balanced_accuracy", "macro_f1")),
                    f"{100 * v['worst_class_accuracy_mean']:.1f}"] for n, v in metrics["conditions"].items()]
     fid = metrics["fidelity"]
@@ -180,7 +182,7 @@ def write_report(path: Path, metrics: dict, real, synthetic, distances: np.ndarr
                "gan_training": _read(gan_dir / "summary.json"),
                "evaluate": metrics["config"], "evaluate_seconds": metrics.get("seconds")}
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>augment report</title><style>{STYLE}</style></head><body>
-<h1>Does the synthetic data help?</h1>{_verdicts(metrics)}
+<h1>Does the synthetic data help?</h1>{_stale(stale)}{_verdicts(metrics)}
 <p class=note>Classifier trained {metrics['classifier_steps']} steps per run, {metrics['seeds']} seeds per condition (paired: same
 initialisation and real-batch order), tested on {metrics['n_test']} held-out real images that neither the GAN nor
 any choice saw. {metrics['n_train_real']} real training images, {metrics['n_synthetic']} synthetic.</p>
@@ -204,6 +206,13 @@ the real training images:</p>{_curves_plot(gan_dir / "quality.csv", [("Fréchet 
 <h2>Configuration and timings</h2><pre>{html.escape(json.dumps(context, indent=2))}</pre>
 </body></html>"""
     return storage.write_text(path, page)
+
+
+def _stale(reason: str | None) -> str:
+    if not reason:
+        return ""
+    return (f"<p class=stale><b>Stale:</b> {html.escape(reason)}. The figures below are from the evaluation before that; "
+            "re-run the evaluate stage.</p>")
 
 
 def _read(path: Path) -> dict:

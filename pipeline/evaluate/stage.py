@@ -31,6 +31,7 @@ GAINS = {"real+synthetic_vs_real": ("real+synthetic", "real"),
          "real+aug+topup_vs_real+aug+resampled": ("real+aug+topup", "real+aug+resampled")}
 SCORES = ("accuracy", "balanced_accuracy", "macro_f1")
 FEATURE_CONDITION = "real+aug"  # seed 0's model of this condition defines the fidelity feature space
+NEAREST_REAL = "nearest_real.npy"  # every synthetic image's distance to its nearest real training image (report)
 
 
 def load_synthetic(synthetic_dir: str | Path, classes: list[str], shape: tuple[int, ...],
@@ -74,7 +75,7 @@ def _scores(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> dict:
     }
 
 
-def _load_inputs(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path) -> tuple:
+def load_inputs(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path) -> tuple:
     """classes, real, val, test and synthetic (images, labels) pairs."""
     arrays = storage.load_arrays(ingest_dir)
     classes = [str(c) for c in arrays["classes"]]
@@ -106,7 +107,7 @@ def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Pat
         out_dir: str | Path) -> dict:
     """Write out_dir/metrics.json (schema in README), runs.csv and report.html; return the metrics."""
     start = time.perf_counter()
-    inputs = _load_inputs(config, ingest_dir, synthetic_dir)
+    inputs = load_inputs(config, ingest_dir, synthetic_dir)
     device = pick_device(config.device)
     records, feature_model = [], None
     for seed in track(range(config.seeds), config.seeds, "evaluate: classifier seeds"):
@@ -122,7 +123,7 @@ ARRAY_FIELDS = {"per_class": float, "confusion": np.int64, "val_correct": bool} 
 
 def run_seed(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, out_dir: str | Path, seed: int) -> Path:
     """One seed's conditions (a unit of fan-out): write out_dir/seeds/<seed>.json (and seed 0's feature model)."""
-    records, model = _seed_records(config, seed, _load_inputs(config, ingest_dir, synthetic_dir), pick_device(config.device))
+    records, model = _seed_records(config, seed, load_inputs(config, ingest_dir, synthetic_dir), pick_device(config.device))
     folder = Path(out_dir) / SEEDS_FOLDER
     if model is not None:
         storage.save_tensors(folder / "feature_model.safetensors", model.state_dict(), {"condition": FEATURE_CONDITION})
@@ -142,7 +143,7 @@ def aggregate(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str
               out_dir: str | Path) -> dict:
     """Combine the seed files run_seed wrote into the same outputs `run` writes; return the metrics."""
     start, folder = time.perf_counter(), Path(out_dir) / SEEDS_FOLDER
-    inputs = _load_inputs(config, ingest_dir, synthetic_dir)
+    inputs = load_inputs(config, ingest_dir, synthetic_dir)
     records = []
     for seed in range(config.seeds):
         path = folder / f"{seed}.json"
@@ -181,6 +182,7 @@ def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir,
     storage.write_csv(out / "runs.csv", ["seed", "condition", *SCORES, "seconds"],
                       [[r["seed"], r["condition"], *(round(r[s], 6) for s in SCORES), round(r["seconds"], 2)] for r in records])
     metrics["seconds"] = round(time.perf_counter() - start, 1)  # the report renders from these metrics: its time is left out
+    storage.save_array(out / NEAREST_REAL, copy_distances)  # lets `augment report` re-render without the feature model
     write_report(out / "report.html", metrics, real, synthetic, copy_distances, Path(gan_dir), Path(ingest_dir))
     storage.write_json(out / "metrics.json", metrics)  # last: its presence means the evaluation finished
     return metrics

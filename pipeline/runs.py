@@ -1,0 +1,176 @@
+"""Work on a finished run folder (it holds config.json and the stage folders): more synthetic images from its
+generator, its report re-rendered, and the recommended training set exported as an ImageFolder."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline import config as config_module
+from pipeline import generate, storage
+from pipeline.errors import AugmentError
+from pipeline.evaluate import stage as evaluate_stage
+from pipeline.evaluate.classifier import conditions_for, pools, topup_indices
+from pipeline.evaluate.report import write_report
+from pipeline.ingest import check_output_location
+
+STALE = "stale.json"  # evaluation/stale.json: the synthetic set changed after this evaluation; re-evaluate
+
+
+def load_config(run_dir: str | Path) -> config_module.Config:
+    """The config a run recorded (config.json), validated."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise AugmentError(f"'{run_dir}' is not a run folder: it has no config.json (the folder `augment run --out` wrote)")
+    return config_module.from_dict(storage.read_json(path))
+
+
+def stale_reason(run_dir: str | Path) -> str | None:
+    path = storage.stage_dirs(run_dir)["evaluation"] / STALE
+    return storage.read_json(path)["reason"] if path.is_file() else None
+
+
+def regenerate(run_dir: str | Path, per_class: int) -> dict:
+    """Generate per_class images per class again from the run's trained generator (no retraining; an interrupted
+    call resumes), record the new count in config.json, and mark the evaluation stale until it is re-run."""
+    config = load_config(run_dir)
+    config = dataclasses.replace(config, generate=dataclasses.replace(config.generate, per_class=per_class))
+    config_module.validate(config)
+    dirs = storage.stage_dirs(run_dir)
+    evaluated = (dirs["evaluation"] / "metrics.json").is_file()
+    when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    if evaluated:  # first: an interrupted regeneration has already changed the images the evaluation describes
+        storage.write_json(dirs["evaluation"] / STALE, {"per_class": per_class, "reason": f"regeneration with "
+                           f"generate.per_class={per_class} started {when} and did not finish (run it again)"})
+    summary = generate.run(config.generate, dirs["gan"], dirs["synthetic"], dirs["ingest"])
+    storage.write_json(Path(run_dir) / "config.json", config.to_dict())
+    if evaluated:
+        storage.write_json(dirs["evaluation"] / STALE, {"per_class": per_class, "reason": f"the synthetic set was "
+                           f"regenerated with generate.per_class={per_class} on {when}, after this evaluation"})
+    return summary
+
+
+def render_report(run_dir: str | Path) -> tuple[Path, dict]:
+    """Re-render evaluation/report.html from the run's metrics and arrays; return its path and the metrics."""
+    config, dirs = load_config(run_dir), storage.stage_dirs(run_dir)
+    metrics = _metrics(dirs["evaluation"])
+    distances_path = dirs["evaluation"] / evaluate_stage.NEAREST_REAL
+    if not distances_path.is_file():
+        raise AugmentError(f"'{distances_path}' is missing (an evaluation from an older version); re-run the evaluate stage")
+    classes, real, _, _, synthetic = evaluate_stage.load_inputs(config.evaluate, dirs["ingest"], dirs["synthetic"])
+    distances = np.load(distances_path, allow_pickle=False)
+    path = write_report(dirs["evaluation"] / "report.html", metrics, real, synthetic, distances, dirs["gan"], dirs["ingest"],
+                        stale=stale_reason(run_dir))
+    return path, metrics
+
+
+def _metrics(evaluation_dir: Path) -> dict:
+    path = evaluation_dir / "metrics.json"
+    if not path.is_file():
+        raise AugmentError(f"'{path}' does not exist: the run has not finished its evaluate stage")
+    return storage.read_json(path)
+
+
+EXPORT_COLUMNS = ["file", "class", "source", "origin", "seed", "weight"]
+
+
+def export_training_set(run_dir: str | Path, out_dir: str | Path, setting: str | None = None) -> dict:
+    """Write the recommended training set as out_dir/<class>/*.png: the real training images as ingested (the
+    validation and test images are left out) and the synthetic images the recommended setting trains on, with
+    out_dir/manifest.csv (file, class, source real|synthetic, origin file or generator seed, sampling weight).
+    Drawing images with probability `weight` (torch's WeightedRandomSampler) reproduces the recommended batch mix:
+    the synthetic share of every batch, or the class-balanced re-sampling / top-up. `setting` exports another
+    evaluated condition that trains on real images instead of the recommended one."""
+    config, dirs, out = load_config(run_dir), storage.stage_dirs(run_dir), Path(out_dir)
+    metrics = _metrics(dirs["evaluation"])
+    reason = stale_reason(run_dir)
+    if reason:
+        raise AugmentError(f"the evaluation of '{run_dir}' is stale ({reason}); re-run it before exporting its recommendation")
+    setting = setting or metrics["recommendation"].get("setting")
+    if setting is None:
+        raise AugmentError(f"'{run_dir}' has no recommendation ({metrics['recommendation']['reason']}); nothing to export")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AugmentError(f"'{out}' exists and is not an empty folder; export into a new folder")
+    check_output_location(config.ingest.dataset, out)  # never into (or around) the user's dataset
+    classes, real, _, _, synthetic = evaluate_stage.load_inputs(config.evaluate, dirs["ingest"], dirs["synthetic"])
+    conditions = {c.name: c for c in conditions_for(config.evaluate, real[1], len(classes))}
+    exportable = [name for name, c in conditions.items() if c.real and name in metrics["conditions"]]
+    if setting not in exportable:
+        raise AugmentError(f"'{setting}' is not a setting this run evaluated on real images; choose one of {', '.join(exportable)}")
+    condition = conditions[setting]
+    real_files = [row["file"] for row in _csv(dirs["ingest"] / "manifest.csv") if row["split"] == "train"]
+    synthetic_rows = _synthetic_rows(dirs["synthetic"], classes, config.evaluate.max_synthetic_per_class)
+    rows = []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = storage.fresh_dir(out.parent / f".{out.name}.partial")  # renamed into place when complete
+    for pool_x, pool_y, slots, _, weights, origin in _weighted_pools(config, condition, real, synthetic, len(classes)):
+        share = slots / config.evaluate.batch_size
+        probability = (weights / weights.sum()).numpy() if weights is not None else np.full(len(pool_y), 1.0 / len(pool_y))
+        for i, (pixels, label) in enumerate(zip(pool_x.numpy(), pool_y.numpy())):
+            if origin[i] < len(real_files):  # a real training image
+                source, where, seed = "real", real_files[origin[i]], ""
+                name = f"real_{origin[i]:06d}.png"
+                _write_png(staging / classes[label] / name, pixels)
+            else:  # a synthetic image: copied as it was generated
+                file, seed = synthetic_rows[origin[i] - len(real_files)]
+                source, where, name = "synthetic", file, f"synthetic_{Path(file).stem}.png"
+                (staging / classes[label]).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(storage.inside(dirs["synthetic"], file), staging / classes[label] / name)
+            rows.append([f"{classes[label]}/{name}", classes[label], source, where, seed, f"{share * probability[i]:.9g}"])
+    storage.write_csv(staging / "manifest.csv", EXPORT_COLUMNS, rows)
+    summary = {"run": str(run_dir), "setting": setting, "recommended": setting == metrics["recommendation"].get("setting"),
+               "classical_augmentation": condition.augment,
+               "classical_policy": config.evaluate.augment if condition.augment else None,
+               "synthetic_share": round(sum(float(r[5]) for r in rows if r[2] == "synthetic"), 6),
+               "n_real": sum(r[2] == "real" for r in rows), "n_synthetic": sum(r[2] == "synthetic" for r in rows),
+               "reason": metrics["recommendation"]["reason"]}
+    storage.write_json(staging / "summary.json", summary)
+    storage.sync_to_disk()
+    if out.exists():
+        out.rmdir()  # empty (checked above)
+    staging.rename(out)
+    return summary
+
+
+def _weighted_pools(config, condition, real, synthetic, num_classes):
+    """The classifier's pools for this condition (pipeline.evaluate.classifier.pools), each with the row of every
+    pool image in [real rows..., synthetic rows...] so it can be traced to its file."""
+    offset = len(real[1])
+    if condition.topup:
+        origin = np.concatenate([np.arange(offset), offset + topup_indices(real[1], synthetic[1], num_classes)])
+        return [(*pool, origin) for pool in pools(config.evaluate, condition, 0, real, synthetic, num_classes)]
+    result = []
+    for k, pool in enumerate(pools(config.evaluate, condition, 0, real, synthetic, num_classes)):
+        origin = np.arange(offset) if k == 0 else offset + np.arange(len(synthetic[1]))
+        if pool[2]:  # a pool with no batch slots (synthetic share 0) is not part of the training set
+            result.append((*pool, origin))
+    return result
+
+
+def _synthetic_rows(synthetic_dir: Path, classes: list[str], max_per_class: int) -> list[tuple[str, str]]:
+    """(file, seed) of the synthetic images in the order load_synthetic reads them."""
+    rows, seen = [], {}
+    for row in _csv(synthetic_dir / "manifest.csv"):
+        seen[row["class"]] = seen.get(row["class"], 0) + 1
+        if seen[row["class"]] <= max_per_class:
+            rows.append((row["file"], row["seed"]))
+    return rows
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    """A C x H x W uint8 image as PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+    with storage.atomic_path(path, durable=False) as tmp:
+        image.save(tmp, format="PNG")
