@@ -109,6 +109,7 @@ def run(
     dask_address: DaskAddressOption = None,
     dask_workers: DaskWorkersOption = None,
     torch_threads: TorchThreadsOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config, the per-class plan, the disk and time estimates; write nothing.")] = False,
 ) -> None:
     """Run the whole pipeline (ingest, train, generate, evaluate) as a Prefect flow and print the result table."""
     from flows import versioning
@@ -119,6 +120,8 @@ def run(
     overrides, config = _config_with_shorthands(dataset, per_class, params, set_, out, balance)
     task_runner(runner, dask_address, dask_workers, torch_threads)  # checks the options before anything starts
     use_dvc = versioning.is_dvc_project(Path.cwd()) if dvc is None else dvc
+    if dry_run:
+        return _print_plan(config)
     if use_dvc:
         _check_dvc_mode(params, out)
         if runner != "local":
@@ -142,6 +145,31 @@ def run(
             metrics = augment_flow(params=config.to_dict(), out_dir=str(out_dir), runner=runner, dask_address=dask_address,
                                    dask_workers=dask_workers, torch_threads=torch_threads)
     _print_result(metrics, out_dir)
+
+
+def _print_plan(config: config_module.Config) -> None:
+    """--dry-run: what the run would do, measured or counted without writing anything."""
+    import yaml
+
+    from pipeline import device, plan
+
+    resolved = device.resolve(config)
+    print(yaml.safe_dump(resolved.to_dict(), sort_keys=False).rstrip())
+    result = plan.plan(resolved)
+    table = Table(title="per-class plan (from the file list: undecodable files and duplicates are dropped later)")
+    for column in ("class", "train", "validation", "test", "synthetic", "why"):
+        table.add_column(column)
+    for row in result["classes"]:
+        table.add_row(str(row["class"]), str(row["real_train"]), str(row["val"]), str(row["test"]), str(row["generated"]), row["reason"])
+    Console(width=max(Console().width, 110)).print(table)
+    seconds = result["estimated_seconds"]
+    print(f"synthetic images: {result['n_synthetic']} (at most {result['disk_bytes'] / 1e6:.1f} MB on disk); "
+          f"classifier conditions: {result['conditions']} x {resolved.evaluate.seeds} seeds")
+    print(f"estimated time on {result['device']}: train {seconds['train'] / 60:.1f} min, generate {seconds['generate'] / 60:.1f} min, "
+          f"evaluate {seconds['evaluate'] / 60:.1f} min, total {sum(seconds.values()) / 60:.1f} min "
+          f"(from {result['seconds_per_gan_step']:.3f} s per GAN step and {result['seconds_per_classifier_step']:.3f} s per "
+          "classifier step timed just now; a rough guide)")
+    print("dry run: nothing was written")
 
 
 def _config_with_shorthands(dataset: Optional[Path], per_class: Optional[int], params: Optional[Path],

@@ -184,13 +184,13 @@ def run(config: IngestConfig, out_dir: str | Path) -> dict:
     keep = _drop_duplicates(kept, hashes, quarantine)
     kept, hashes = [c for c, k in zip(kept, keep) if k], [h for h, k in zip(hashes, keep) if k]
     pixels, labels = pixels[keep], labels[keep]
-    is_test = np.array([c.split == "test" for c in kept]) if has_split else _auto_split(labels, classes, config)
+    is_test = np.array([c.split == "test" for c in kept]) if has_split else auto_split(labels, classes, config)
     if not is_test.any():
         raise AugmentError(f"the test folder of '{dataset}' has no readable image; add held-out images to test/")
     for index, label in enumerate(classes):
         if not np.any((labels == index) & ~is_test):
             raise AugmentError(f"class '{label}' has no training image left once duplicates are dropped (see quarantine.csv)")
-    is_val = _validation(labels, is_test, config)
+    is_val = validation_mask(labels, is_test, config)
     stats = _write(out, config, dataset, classes, kept, hashes, pixels, labels, is_test, is_val, quarantine)
     stats.update(split="folders" if has_split else f"stratified {config.test_fraction:g} (seed {config.split_seed})",
                  seconds=round(time.perf_counter() - start, 2))
@@ -234,7 +234,7 @@ def _to_channels(pixels: np.ndarray, channels: str) -> np.ndarray:
     return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
 
 
-def _auto_split(labels: np.ndarray, classes: list[str], config: IngestConfig) -> np.ndarray:
+def auto_split(labels: np.ndarray, classes: list[str], config: IngestConfig) -> np.ndarray:
     counts = np.bincount(labels, minlength=len(classes))
     if counts.min() < 2:
         raise AugmentError(f"class '{classes[int(counts.argmin())]}' has {counts.min()} readable image; "
@@ -268,7 +268,7 @@ def _drop_duplicates(kept: list[Candidate], hashes: list[str], quarantine: list[
     return keep
 
 
-def _validation(labels: np.ndarray, is_test: np.ndarray, config: IngestConfig) -> np.ndarray:
+def validation_mask(labels: np.ndarray, is_test: np.ndarray, config: IngestConfig) -> np.ndarray:
     """Mask of validation rows: val_fraction of each class's training rows (seeded), always leaving one to train on."""
     is_val = np.zeros(len(labels), dtype=bool)
     rng = np.random.default_rng(config.split_seed + 1)

@@ -149,3 +149,24 @@ def test_commands_on_a_folder_that_is_not_a_run_are_one_line_errors(cli_env, tmp
         result = subprocess.run([str(BIN / "augment"), *command], env=cli_env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 1 and "is not a run folder: it has no config.json" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(digits_dir, cli_env, tmp_path):
+    data = tmp_path / "data"
+    for part, keep in (("train", slice(0, 15)), ("test", slice(15, 20))):  # the dataset brings its own test split
+        for folder in digits_dir.iterdir():
+            (data / part / folder.name).mkdir(parents=True)
+            for file in sorted(folder.glob("*.png"))[keep]:
+                (data / part / folder.name / file.name).write_bytes(file.read_bytes())
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = subprocess.run([str(BIN / "augment"), "run", "--dataset", str(data), "--per-class", "7", "--dry-run",
+                             "--set", "ingest.image_size=16"], env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no runs/, no config.json, nothing
+    assert "per_class: 7" in result.stdout and "batch_size: 256" in result.stdout  # the resolved config, device sizes filled
+    rows = [line.split("│")[1:-1] for line in result.stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == 10
+    for cells in rows:  # 15 training files: 3 to validation (20%), 12 to train; the 5 test files; 7 synthetic
+        assert [c.strip() for c in cells[1:5]] == ["12", "3", "5", "7"]
+    assert "synthetic images: 70" in result.stdout and "estimated time on cpu: train" in result.stdout
+    assert "dry run: nothing was written" in result.stdout

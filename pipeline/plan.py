@@ -1,0 +1,108 @@
+"""What a run would do, without doing it: the per-class split and synthetic counts from the file list (nothing is
+decoded, nothing written), the disk the synthetic set needs, and a time estimate from a few GAN and classifier
+steps timed on this machine at the run's sizes."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from pipeline import generate, ingest
+from pipeline.config import Config
+from pipeline.device import pick_device, prepare_module
+from pipeline.evaluate.classifier import CONDITIONS, conditions_for, train_classifier
+from pipeline.gan.augment import parse_policy
+from pipeline.gan.networks import Discriminator, build_generator, default_width
+from pipeline.gan.step import GanStep, draw_batch, optimizers
+
+PNG_SECONDS = 1 / 800  # writing one small PNG on this project's 2-core CPU (benchmarks/results/gpu_check_cpu.md)
+
+
+def split_counts(config: Config) -> dict[str, dict[str, int]]:
+    """Per class: train, val and test images as ingest would split the files (before undecodable files and
+    duplicates are dropped, which only ingest can see)."""
+    candidates, has_split = ingest.scan(config.ingest.dataset)
+    classes = sorted({c.label for c in candidates if c.split != "test"})
+    labels = np.array([classes.index(c.label) if c.label in classes else -1 for c in candidates])
+    if has_split:
+        is_test = np.array([c.split == "test" for c in candidates])
+    else:
+        is_test = ingest.auto_split(labels, classes, config.ingest)
+    labels, is_test = labels[labels >= 0], is_test[labels >= 0]
+    is_val = ingest.validation_mask(labels, is_test, config.ingest)
+    return {name: {"train": int(np.sum((labels == i) & ~is_test & ~is_val)), "val": int(np.sum((labels == i) & is_val)),
+                   "test": int(np.sum((labels == i) & is_test))} for i, name in enumerate(classes)}
+
+
+def _channels(config: Config, sample: int = 24) -> int:
+    """1 or 3: ingest.channels, or (auto) gray when every one of a few evenly spaced files decodes gray."""
+    if config.ingest.channels != "auto":
+        return 1 if config.ingest.channels == "gray" else 3
+    candidates, _ = ingest.scan(config.ingest.dataset)
+    for candidate in candidates[::max(1, len(candidates) // sample)]:
+        try:
+            pixels = ingest.decode(candidate.path, 8, config.ingest.resize)
+        except ValueError:
+            continue
+        if not (np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2])):
+            return 3
+    return 1
+
+
+def _seconds_per_gan_step(config: Config, channels: int, device: torch.device, steps: int = 3) -> float:
+    train, size = config.train, config.ingest.image_size
+    spec = {"z_dim": train.z_dim, "width": train.width or default_width(size), "classes": [str(c) for c in range(10)],
+            "channels": channels, "image_size": size, "train": dataclasses.asdict(train)}
+    torch.manual_seed(0)
+    generator = prepare_module(build_generator(spec), device)
+    discriminator = prepare_module(Discriminator(10, channels, size, spec["width"], train.discriminator_width, train.minibatch_std), device)
+    step = GanStep(train, generator, discriminator, *optimizers(train, generator, discriminator), device, parse_policy(train.augment))
+    images = torch.randint(0, 256, (max(train.batch_size, 16), channels, size, size), dtype=torch.uint8).to(device)
+    labels = (torch.arange(len(images)) % 10).to(device)
+    rng = torch.Generator().manual_seed(0)
+    batch = lambda: draw_batch(images, labels, None, train.batch_size, train.z_dim, rng, device)
+    step(*batch(), rng).tolist()  # warm-up: kernels are built for these shapes once
+    clock = time.perf_counter()
+    for _ in range(steps):
+        losses = step(*batch(), rng)
+    losses.tolist()
+    return (time.perf_counter() - clock) / steps
+
+
+def _seconds_per_classifier_step(config: Config, channels: int, num_classes: int, device: torch.device, steps: int = 5) -> float:
+    size, real_aug = config.ingest.image_size, next(c for c in CONDITIONS if c.name == "real+aug")
+    rng = np.random.default_rng(0)
+    real = (rng.integers(0, 256, (64, channels, size, size), dtype=np.uint8), np.arange(64) % num_classes)
+    quick = dataclasses.replace(config.evaluate, steps=2)
+    train_classifier(quick, real_aug, 0, real, None, num_classes, device)  # warm-up
+    clock = time.perf_counter()
+    train_classifier(dataclasses.replace(config.evaluate, steps=steps), real_aug, 0, real, None, num_classes, device)
+    return (time.perf_counter() - clock) / steps
+
+
+def plan(config: Config) -> dict:
+    """The run's plan: per-class counts, the synthetic set's disk bound, and estimated seconds per stage."""
+    counts = split_counts(config)
+    real = {name: c["train"] for name, c in counts.items()}
+    rows = generate.plan_counts(config.generate, real)
+    for row in rows:
+        row.update(val=counts[row["class"]]["val"], test=counts[row["class"]]["test"])
+    n_classes, n_synthetic = len(rows), sum(r["generated"] for r in rows)
+    channels = _channels(config)
+    device = pick_device(config.train.device)
+    gan_step = _seconds_per_gan_step(config, channels, device)
+    classifier_step = _seconds_per_classifier_step(config, channels, n_classes, device)
+    real_labels = np.repeat(np.arange(n_classes), [real[r["class"]] for r in rows])
+    n_conditions = len(conditions_for(config.evaluate, real_labels, n_classes))
+    candidates = n_synthetic * (config.generate.oversample if config.generate.filter == "teacher" else 1)
+    teacher = 600 * classifier_step if config.generate.filter == "teacher" else 0.0  # pipeline.filtering.TEACHER steps
+    probe = 600 * classifier_step if config.train.track_quality else 0.0  # the quality probe's classifier
+    seconds = {"train": config.train.steps * gan_step + probe,
+               "generate": teacher + n_synthetic * PNG_SECONDS + candidates * gan_step / config.train.batch_size / 3,
+               "evaluate": config.evaluate.seeds * n_conditions * config.evaluate.steps * classifier_step}
+    return {"classes": rows, "n_synthetic": n_synthetic, "conditions": n_conditions, "device": str(device),
+            "disk_bytes": generate.estimated_bytes(max(r["generated"] for r in rows), n_classes, config.ingest.image_size, channels),
+            "seconds_per_gan_step": round(gan_step, 4), "seconds_per_classifier_step": round(classifier_step, 4),
+            "estimated_seconds": {k: round(v) for k, v in seconds.items()}}
