@@ -76,6 +76,8 @@ class EvaluateConfig:
     batch_size: int = 64
     lr: float = 1e-3
     width: int = 32                  # channels of the classifier's first block; doubled per pooled block
+    model: str = "small"             # small (the built-in CNN, `width`) | a torchvision architecture by name, from scratch
+                                     # (e.g. resnet18) | module:function returning an nn.Module for (channels, classes, size)
     augment: str = "affine,elastic"  # classical augmentation of the +aug conditions: affine, elastic and/or flip
     augment_probability: float = 0.5  # chance that each image of a +aug batch is augmented (the rest stay as they are)
     synthetic_share: float = 0.5     # fraction of each real+synthetic batch drawn from synthetic images
@@ -259,6 +261,8 @@ def validate(config: Config) -> None:
     _check(evaluate.steps >= 1 and evaluate.batch_size >= 2, "evaluate.steps must be >= 1 and evaluate.batch_size >= 2")
     _check(evaluate.lr > 0, "evaluate.lr must be positive")
     _check(evaluate.max_synthetic_per_class >= 1, f"evaluate.max_synthetic_per_class must be >= 1, got {evaluate.max_synthetic_per_class}")
+    _check(bool(evaluate.model.strip()) and evaluate.model.count(":") <= 1,
+           f"evaluate.model must be small, a torchvision model name or module:function, got {evaluate.model!r}")
     _check(evaluate.width >= 4, f"evaluate.width must be at least 4, got {evaluate.width}")
     classical = {p.strip() for p in evaluate.augment.split(",") if p.strip()}
     _check(bool(classical) and classical <= {"affine", "elastic", "flip"},

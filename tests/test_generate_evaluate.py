@@ -224,3 +224,34 @@ def test_an_untrained_generator_cannot_earn_a_significant_gain(digits_dir, tmp_p
         assert gain["verdict"] in ("significant loss", "no significant difference"), (name, gain)
     assert not metrics["recommendation"]["use_synthetic"], "noise must never be recommended"
     assert metrics["conditions"]["synthetic"]["accuracy_mean"] < 0.5, "noise cannot teach digits"
+
+
+@pytest.mark.parametrize("model", ["resnet18", "helpers.models:tiny_mlp"])
+def test_evaluate_trains_your_own_classifier_under_the_same_paired_protocol(trained, tmp_path, model):
+    from helpers import models
+
+    out, config = trained
+    generate.run(config.generate, out / "gan", out / "synthetic")
+    evaluation = dataclasses.replace(config.evaluate, model=model, steps=8, candidate_shares="")
+    models.CALLS.clear()
+    metrics = evaluate.run(evaluation, out / "ingest", out / "synthetic", out / "gan", tmp_path / "evaluation")
+    assert metrics["config"]["model"] == model
+    assert set(metrics["conditions"]) == {c.name for c in CONDITIONS}
+    assert all(len(c["accuracy_runs"]) == 2 for c in metrics["conditions"].values())
+    if ":" in model:  # called once per condition and seed, with the ingested shape
+        assert models.CALLS == [(1, 10, 16)] * (2 * len(CONDITIONS))
+    assert metrics["fidelity"]["feature_space"].startswith("penultimate layer")  # still the built-in CNN's features
+
+
+def test_a_model_that_cannot_be_built_is_a_clear_error(digits_dir):
+    from pipeline.evaluate.classifier import build_model
+
+    with pytest.raises(AugmentError, match="not 'small', 'module:function' or a torchvision"):
+        build_model("resnet7", 1, 10, 16, 32)
+    with pytest.raises(AugmentError, match="cannot import nothing from helpers.models"):
+        build_model("helpers.models:nothing", 1, 10, 16, 32)
+    with pytest.raises(AugmentError, match="returned str, not a torch.nn.Module"):
+        build_model("helpers.models:not_a_model", 1, 10, 16, 32)
+    assert isinstance(build_model("mobilenet_v3_small", 3, 4, 32, 32)(torch.zeros(2, 3, 32, 32)), torch.Tensor)
+    with pytest.raises(AugmentError, match="evaluate.model must be"):
+        tiny_config(digits_dir, "evaluate.model=a:b:c")

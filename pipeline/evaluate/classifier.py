@@ -1,7 +1,10 @@
 """The downstream classifier, classical augmentation, and one training run under one condition."""
 from __future__ import annotations
 
+import importlib
 import math
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +14,7 @@ from torch import nn
 
 from pipeline.config import EvaluateConfig, parse_shares
 from pipeline.device import autocast, prepare_module
+from pipeline.errors import AugmentError
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,44 @@ class SmallCNN(nn.Module):
         return self.head(self.embed(x))
 
 
+class _Channels(nn.Module):
+    """Repeat a gray image to three channels (torchvision's architectures expect RGB), then run the model."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)
+
+
+def build_model(name: str, channels: int, num_classes: int, image_size: int, width: int) -> nn.Module:
+    """evaluate.model: 'small' (SmallCNN), a torchvision classification architecture by name, trained from scratch
+    (weights=None: nothing is downloaded), or 'module:function' returning an nn.Module for (channels, num_classes,
+    image_size). Built under the caller's torch seed, so every condition starts from the same weights."""
+    if name == "small":
+        return SmallCNN(channels, num_classes, image_size, width)
+    if ":" in name:
+        module_name, function_name = name.split(":", 1)
+        if os.getcwd() not in sys.path:  # a console script's path lacks the current folder, where a user's module sits
+            sys.path.append(os.getcwd())
+        try:
+            function = getattr(importlib.import_module(module_name), function_name)
+        except (ImportError, AttributeError) as error:
+            raise AugmentError(f"evaluate.model '{name}': cannot import {function_name} from {module_name} ({error})") from None
+        model = function(channels, num_classes, image_size)
+        if not isinstance(model, nn.Module):
+            raise AugmentError(f"evaluate.model '{name}' returned {type(model).__name__}, not a torch.nn.Module")
+        return model
+    import torchvision
+
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        raise AugmentError(f"evaluate.model '{name}' is not 'small', 'module:function' or a torchvision classification "
+                           f"model (e.g. resnet18, mobilenet_v3_small, efficientnet_b0; {len(known)} known)")
+    return _Channels(torchvision.models.get_model(name, weights=None, num_classes=num_classes))
+
+
 ELASTIC_GRID, ELASTIC_SCALE = 4, 0.1  # control points per side; displacement std in normalized units (2 span the side)
 
 
@@ -165,7 +207,7 @@ def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, re
     (resampled) or from real + top-up images (topup); see pools. Nothing of the test set is used."""
     torch.manual_seed(seed)  # same seed, same initial weights and real-batch order in every condition (paired)
     real_x, real_y = (torch.from_numpy(a) for a in real)
-    model = prepare_module(SmallCNN(real_x.shape[1], num_classes, real_x.shape[-1], config.width), device)
+    model = prepare_module(build_model(config.model, real_x.shape[1], num_classes, real_x.shape[-1], config.width), device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
     batch_pools = pools(config, condition, seed, real, synthetic, num_classes)

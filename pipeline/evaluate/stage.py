@@ -98,8 +98,9 @@ def _seed_records(config: EvaluateConfig, seed: int, inputs: tuple, device) -> t
         records.append({"seed": seed, "condition": condition.name, "seconds": time.perf_counter() - clock,
                         "val_correct": val_correct, **scores})
         logger.info("seed %d %-18s accuracy %.4f", seed, condition.name, scores["accuracy"])
-        if seed == 0 and condition.name == FEATURE_CONDITION:
-            feature_model = model
+        if seed == 0 and condition.name == FEATURE_CONDITION:  # the fidelity feature space is always the built-in CNN's
+            feature_model = model if config.model == "small" else train_classifier(
+                dataclasses.replace(config, model="small"), condition, seed, real, synthetic, len(classes), device)
     return records, feature_model
 
 
