@@ -104,7 +104,7 @@ def run(
     out: Annotated[Optional[Path], typer.Option(help="Output folder; default: runs/<dataset folder name> (outputs/ in a DVC project).")] = None,
     params: ParamsOption = None,
     set_: SetOption = None,
-    dvc: Annotated[Optional[bool], typer.Option("--dvc/--no-dvc", help="Run the stages through `dvc repro` so dvc.lock versions them; default: when the current folder is a DVC project.")] = None,
+    dvc: Annotated[Optional[bool], typer.Option("--dvc/--no-dvc", help="Run the stages through `dvc repro` so dvc.lock versions them; default: when the current folder is a DVC project and --out is not another folder.")] = None,
     runner: RunnerOption = "local",
     dask_address: DaskAddressOption = None,
     dask_workers: DaskWorkersOption = None,
@@ -119,7 +119,11 @@ def run(
 
     overrides, config = _config_with_shorthands(dataset, per_class, params, set_, out, balance)
     task_runner(runner, dask_address, dask_workers, torch_threads)  # checks the options before anything starts
-    use_dvc = versioning.is_dvc_project(Path.cwd()) if dvc is None else dvc
+    use_dvc = dvc
+    if use_dvc is None:  # by default DVC versions the run in a DVC project, unless --out names another folder
+        use_dvc = versioning.is_dvc_project(Path.cwd()) and (out is None or out.resolve() == versioning.DVC_OUT.resolve())
+        if not use_dvc and out is not None and versioning.is_dvc_project(Path.cwd()):
+            console.print(f"not versioned by DVC: --out {out} is outside the DVC project's {versioning.DVC_OUT}/ (drop --out to version it)")
     if dry_run:
         return _print_plan(config)
     if use_dvc:
