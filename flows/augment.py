@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import versioning
@@ -100,7 +100,7 @@ def _run_name() -> str:
     return f"augment-{dataset}-{datetime.now():%Y-%m-%d-%H%M}"
 
 
-@flow(name="augment-stages", log_prints=True)
+@flow(name="augment-stages", flow_run_name="stages-{out_dir}", log_prints=True)
 def stages_flow(config: config_module.Config, out_dir: str, torch_threads: Optional[int] = None) -> dict:
     """The four stages; per-class generators and classifier seeds are mapped over the flow's task runner."""
     stage_task.with_options(name="ingest")("ingest", config, out_dir)
@@ -164,7 +164,14 @@ def augment_dvc_flow(params: dict, repo: str) -> dict:
 
 
 def _publish(metrics: dict, out_dir: str) -> None:
-    """The result table as a Prefect artifact, visible on the flow run's page."""
-    rows = ["| condition | accuracy (%) | runs / verdict |", "|---|---|---|"] + [f"| {' | '.join(r)} |" for r in result_rows(metrics)]
-    create_markdown_artifact(markdown=f"Outputs: `{out_dir}`\n\n" + "\n".join(rows), key="augment-result",
+    """The result on the flow run's page: the table as markdown and as a table artifact, and a link to report.html."""
+    rows = result_rows(metrics)
+    table = ["| condition | accuracy (%) | runs / verdict |", "|---|---|---|"] + [f"| {' | '.join(r)} |" for r in rows]
+    create_markdown_artifact(markdown=f"Outputs: `{out_dir}`\n\n" + "\n".join(table), key="augment-result",
                              description=f"augment result for {out_dir}")
+    create_table_artifact(table=[{"condition": r[0], "accuracy (%)": r[1], "runs / verdict": r[2]} for r in rows],
+                          key="augment-table", description=f"augment result for {out_dir}")
+    report = Path(out_dir).resolve() / "evaluation" / "report.html"
+    if report.is_file():
+        create_link_artifact(link=report.as_uri(), link_text="report.html", key="augment-report",
+                             description=f"the report of {out_dir} (on the machine that ran it)")

@@ -10,6 +10,7 @@ from pipeline.errors import AugmentError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = "flows/augment.py:augment_flow"  # also in prefect.yaml
+CONCURRENCY = 1  # one run of a deployment at a time: a nightly run that overruns delays the next, never overlaps it
 
 
 def flow_parameters(config: Config, out_parent: Path, runner: str, dask_address: Optional[str],
@@ -36,7 +37,8 @@ def serve(name: str, cron: str, parameters: dict[str, Any]) -> None:
 
     from flows.augment import augment_flow
 
-    prefect_serve(augment_flow.to_deployment(name=name, cron=cron, parameters=parameters), print_starting_message=True)
+    prefect_serve(augment_flow.to_deployment(name=name, cron=cron, parameters=parameters, concurrency_limit=CONCURRENCY),
+                  print_starting_message=True)
 
 
 def deploy(name: str, cron: str, pool: str, parameters: dict[str, Any]) -> str:
@@ -56,5 +58,5 @@ def deploy(name: str, cron: str, pool: str, parameters: dict[str, Any]) -> str:
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
     source = augment_flow.from_source(source=str(PROJECT_ROOT), entrypoint=ENTRYPOINT)
     deployment_id = source.deploy(name=name, work_pool_name=pool, cron=cron, parameters=parameters, build=False,
-                                  push=False, print_next_steps=False)
+                                  push=False, print_next_steps=False, concurrency_limit=CONCURRENCY)
     return str(deployment_id)

@@ -86,6 +86,12 @@ def check_runs(env, deployment, parent, expected):
     artifacts = api(env, "/artifacts/filter", {"artifacts": {"key": {"any_": ["augment-result"]},
                                                              "flow_run_id": {"any_": [r["id"] for r in runs]}}})
     assert len(artifacts) == expected and all("real+synthetic" in a["data"] for a in artifacts)
+    for key, kind in (("augment-table", "table"), ("augment-report", "link")):
+        published = api(env, "/artifacts/filter", {"artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [r["id"] for r in runs]}}})
+        assert len(published) == expected and all(a["type"] == kind for a in published), key
+        if kind == "link":
+            assert all("/evaluation/report.html" in a["data"] and a["data"].startswith("file://") for a in published)
+    assert deployment.get("concurrency_limit") == 1 or (deployment.get("global_concurrency_limit") or {}).get("limit") == 1
 
 
 def test_serve_registers_a_cron_deployment_and_executes_its_runs(digits_dir, prefect_server, tmp_path):

@@ -108,12 +108,13 @@ def test_repro_reruns_only_what_changed_and_versions_everything(digits_dir, cli_
     sh(["git", "commit", "-qm", "baseline"], repo, cli_env)
     dvc(["exp", "run", "-S", "generate.per_class=15"], repo, cli_env)
     shown = json.loads(dvc(["exp", "show", "--json"], repo, cli_env))
-    assert "gain" in json.dumps(shown) and "real+synthetic_vs_real" in json.dumps(shown)
+    assert "gain.syn_vs_real" in json.dumps(shown) and "acc.real+aug" in json.dumps(shown)
     diff = json.loads(dvc(["metrics", "diff", "--all", "--json"], repo, cli_env))
-    changed = diff["outputs/evaluation/metrics.json"]
-    assert changed["n_synthetic"] == {"old": 120, "new": 150, "diff": 30}
-    for gain in ("real+synthetic_vs_real", "real+aug+synthetic_vs_real+aug"):
-        assert set(changed[f"gain.{gain}.mean"]) >= {"old", "new"}, "the gain is shown next to the baseline's"
+    changed = diff["outputs/evaluation/headline.json"]
+    assert len(changed) <= 20 and {"acc.real", "acc.real+aug", "cas", "fd"} <= set(changed)
+    for gain in ("syn_vs_real", "syn_vs_aug"):  # the gain and its interval next to the baseline's
+        assert all(set(changed[f"gain.{gain}{end}"]) >= {"old", "new"} for end in ("", ".lo", ".hi"))
+    assert json.loads((repo / "outputs" / "evaluation" / "metrics.json").read_text())["n_synthetic"] == 150
 
 
 def test_push_pull_restores_synthetic_set_and_checkpoint_byte_for_byte(digits_dir, cli_env, tmp_path):
@@ -145,8 +146,11 @@ def test_augment_run_inside_a_dvc_project_is_versioned(digits_dir, cli_env, tmp_
     assert metrics["seeds"] == 3 and metrics["n_synthetic"] == 70
     again = sh([str(BIN / "augment"), "run"], repo, cli_env)  # nothing changed: every stage is skipped
     assert "Running stage" not in again.stdout + again.stderr
-    refused = sh([str(BIN / "augment"), "run", "--out", "elsewhere"], repo, cli_env, check=False)
+    refused = sh([str(BIN / "augment"), "run", "--dvc", "--out", "elsewhere"], repo, cli_env, check=False)
     assert refused.returncode == 1 and "add --no-dvc" in refused.stderr
+    aside = sh([str(BIN / "augment"), "run", "--out", "elsewhere"], repo, cli_env)  # another folder: a plain run
+    assert "not versioned by DVC: --out elsewhere" in aside.stderr
+    assert (repo / "elsewhere" / "evaluation" / "metrics.json").is_file() and "up to date" in dvc(["status"], repo, cli_env)
 
 
 def test_a_busy_dvc_lock_is_retried_and_the_run_completes(digits_dir, cli_env, tmp_path):

@@ -185,8 +185,32 @@ def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir,
     metrics["seconds"] = round(time.perf_counter() - start, 1)  # the report renders from these metrics: its time is left out
     storage.save_array(out / NEAREST_REAL, copy_distances)  # lets `augment report` re-render without the feature model
     write_report(out / "report.html", metrics, real, synthetic, copy_distances, Path(gan_dir), Path(ingest_dir))
+    storage.write_json(out / HEADLINE, headline(metrics))
     storage.write_json(out / "metrics.json", metrics)  # last: its presence means the evaluation finished
     return metrics
+
+
+HEADLINE = "headline.json"  # the DVC metric: at most 20 flat numbers, readable in `dvc metrics diff` / `dvc exp show`
+HEADLINE_GAINS = {"real+synthetic_vs_real": "syn_vs_real", "real+aug+synthetic_vs_real+aug": "syn_vs_aug",
+                  "real+aug+synthetic_vs_real+aug+resampled": "syn_vs_resampled",
+                  "real+aug+topup_vs_real+aug+resampled": "topup_vs_resampled"}
+
+
+def headline(metrics: dict) -> dict[str, float]:
+    """Test accuracy (%) of every condition but real+synthetic (its gain over real is listed), CAS (the synthetic-only
+    classifier's accuracy), every gain with its 95% CI bounds (points), and the Fréchet distance: 20 numbers at most."""
+    pct = lambda value: None if value is None else round(100 * value, 2)
+    numbers = {f"acc.{name}": pct(c["accuracy_mean"]) for name, c in metrics["conditions"].items()
+               if name not in ("real+synthetic", "synthetic")}
+    if "synthetic" in metrics["conditions"]:
+        numbers["cas"] = pct(metrics["conditions"]["synthetic"]["accuracy_mean"])
+    for name, gain in metrics["gain"].items():
+        short = HEADLINE_GAINS.get(name, name)
+        numbers[f"gain.{short}"] = pct(gain["mean"])
+        low, high = gain["ci95"] if gain.get("ci95") else (None, None)
+        numbers[f"gain.{short}.lo"], numbers[f"gain.{short}.hi"] = pct(low), pct(high)
+    numbers["fd"] = round(metrics["fidelity"]["frechet_distance"], 3)
+    return {key: value for key, value in numbers.items() if value is not None}
 
 
 def _condition_summary(records: list[dict], classes: list[str]) -> dict:
