@@ -53,8 +53,9 @@ class TrainConfig:
     precision: str = "auto"          # auto | fp32 | bf16: autocast of the GAN steps (auto: bf16 on CUDA, fp32 on CPU;
                                      # bf16 on a CPU with AVX-512 BF16/AMX is faster, opt-in)
     mode: str = "conditional"        # conditional (one class-conditional model) | per_class (one generator per class)
-    sampling: str = "uniform"        # uniform | balanced: real batches drawn image-uniform or class-balanced (every class
-                                     # equally likely per slot; the fake batch's classes follow the real batch's)
+    sampling: str = "auto"           # auto | uniform | balanced: real batches drawn image-uniform or class-balanced (every
+                                     # class equally likely per slot; the fake batch's classes follow the real batch's);
+                                     # auto: balanced when the largest class has >= 2x the smallest's training images
 
 
 @dataclass
@@ -242,7 +243,8 @@ def validate(config: Config) -> None:
     _check(train.mode in ("conditional", "per_class"), f"train.mode must be conditional or per_class, got {train.mode!r}")
     _check(0.1 <= train.discriminator_width <= 4, f"train.discriminator_width must be in [0.1, 4], got {train.discriminator_width}")
     _check(train.mode_seeking >= 0, f"train.mode_seeking must be >= 0, got {train.mode_seeking}")
-    _check(train.sampling in ("uniform", "balanced"), f"train.sampling must be uniform or balanced, got {train.sampling!r}")
+    _check(train.sampling in ("auto", "uniform", "balanced"),
+           f"train.sampling must be auto, uniform or balanced, got {train.sampling!r}")
     _check(train.keep in ("last", "best"), f"train.keep must be last or best, got {train.keep!r}")
     _check(train.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
     known = {"translation", "cutout", "color"}

@@ -148,6 +148,11 @@ def test_balanced_sampling_draws_every_class_equally_often_and_uniform_follows_t
         counts[name] = torch.bincount(drawn, minlength=3).double() / len(drawn)
     assert counts["uniform"][2] < 0.03 and counts["uniform"][0] > 0.85
     assert torch.allclose(counts["balanced"], torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.03)
+    from pipeline.gan.step import sampling_weights  # auto: balanced from a 2:1 largest / smallest class, else uniform
+    assert torch.equal(sampling_weights("auto", labels), class_balanced_weights(labels))
+    assert sampling_weights("auto", torch.tensor([0, 0, 0, 1, 1])) is None  # 3:2
+    assert sampling_weights("auto", torch.tensor([0, 0, 0, 0, 1, 1])) is not None  # 2:1
+    assert sampling_weights("uniform", labels) is None
 
 
 def test_balanced_sampling_trains_and_is_part_of_the_model_identity(ingested, digits_dir, tmp_path):
@@ -156,5 +161,5 @@ def test_balanced_sampling_trains_and_is_part_of_the_model_identity(ingested, di
     assert summary["steps"] == 6
     spec = json.loads((tmp_path / "gan" / "generator.json").read_text())
     assert spec["train"]["sampling"] == "balanced"  # a uniform run's checkpoint is not resumed as this one
-    with pytest.raises(AugmentError, match="train.sampling must be uniform or balanced"):
+    with pytest.raises(AugmentError, match="train.sampling must be auto, uniform or balanced"):
         tiny_config(digits_dir, "train.sampling=weighted")

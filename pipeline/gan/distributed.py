@@ -17,7 +17,7 @@ from pipeline.errors import AugmentError
 from pipeline.gan import train
 from pipeline.gan.augment import parse_policy
 from pipeline.gan.networks import Discriminator, build_generator
-from pipeline.gan.step import GanStep, class_balanced_weights, draw_batch, ema_decay, optimizers, update_ema
+from pipeline.gan.step import GanStep, draw_batch, ema_decay, optimizers, sampling_weights, update_ema
 from pipeline.progress import logger
 
 
@@ -58,7 +58,7 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path, device
     gan_step = GanStep(config, generator, discriminator, opt_g, opt_d, device, parse_policy(config.augment), ddp_g, ddp_d,
                        joint_discriminator=True)
     rng = torch.Generator().manual_seed(config.seed + 1000 * rank)  # different batches and noise per rank
-    weights = class_balanced_weights(labels[mine]) if config.sampling == "balanced" else None  # over this rank's shard
+    weights = sampling_weights(config.sampling, labels[mine])  # over this rank's shard
     images, labels, rows, clock = images.to(device), labels.to(device), [], time.perf_counter()
     for step in range(1, config.steps + 1):
         real, batch_labels, z = draw_batch(images, labels, mine, local_batch, config.z_dim, rng, device, weights)

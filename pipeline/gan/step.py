@@ -92,6 +92,21 @@ def draw_batch(images: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor | 
     return images[index].float() / 127.5 - 1.0, labels[index], z
 
 
+AUTO_BALANCED_RATIO = 2.0  # train.sampling=auto: class-balanced batches from this largest / smallest class ratio
+# (evaluate.imbalance_ratio's default too). On the `steps` profile of imbalanced MNIST (4-64 training images per
+# class) balanced batches raised the share of a rare class's samples that an oracle puts in that class from 48% to
+# 94% (benchmarks/results/rare_classes_screens.md).
+
+
+def sampling_weights(sampling: str, labels: torch.Tensor) -> torch.Tensor | None:
+    """Draw weights for train.sampling: None (uniform) or class-balanced; auto decides by the class counts."""
+    if sampling == "auto":
+        counts = torch.bincount(labels)
+        counts = counts[counts > 0]
+        sampling = "balanced" if counts.max() >= AUTO_BALANCED_RATIO * counts.min() else "uniform"
+    return class_balanced_weights(labels) if sampling == "balanced" else None
+
+
 def class_balanced_weights(labels: torch.Tensor) -> torch.Tensor:
     """Per-image draw weights that make every class equally likely in a batch: 1 / its image count."""
     counts = torch.bincount(labels)

@@ -18,7 +18,7 @@ from pipeline.errors import AugmentError
 from pipeline.gan.augment import parse_policy
 from pipeline.gan.networks import Discriminator, build_generator, default_width, to_uint8
 from pipeline.gan.quality import COLUMNS as QUALITY_COLUMNS, QualityProbe
-from pipeline.gan.step import GanStep, class_balanced_weights, draw_batch, ema_decay, optimizers, update_ema
+from pipeline.gan.step import GanStep, draw_batch, ema_decay, optimizers, sampling_weights, update_ema
 from pipeline.progress import logger, track
 
 GRID_COLUMNS = 8
@@ -103,7 +103,7 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
     quality = storage.read_csv_rows(quality_path) if resumed is not None and probe else []
     history, clock = [], time.perf_counter()
     gan_step = GanStep(config, generator, discriminator, opt_g, opt_d, device, parse_policy(config.augment), g_forward, d_forward)
-    weights = class_balanced_weights(labels) if config.sampling == "balanced" else None  # fake labels follow the real ones
+    weights = sampling_weights(config.sampling, labels)  # class-balanced or None; fake labels follow the real ones
     for step in track(range(start_step + 1, config.steps + 1), config.steps - start_step, "train: GAN steps"):
         real, batch_labels, z = draw_batch(images, labels, None, config.batch_size, config.z_dim, rng, device, weights)
         history.append(gan_step(real, batch_labels, z, rng))
