@@ -86,11 +86,10 @@ def check_runs(env, deployment, parent, expected):
     artifacts = api(env, "/artifacts/filter", {"artifacts": {"key": {"any_": ["augment-result"]},
                                                              "flow_run_id": {"any_": [r["id"] for r in runs]}}})
     assert len(artifacts) == expected and all("real+synthetic" in a["data"] for a in artifacts)
-    for key, kind in (("augment-table", "table"), ("augment-report", "link")):
+    for key, kind in (("augment-table", "table"), ("augment-report", "markdown")):  # Prefect stores a link as markdown
         published = api(env, "/artifacts/filter", {"artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [r["id"] for r in runs]}}})
-        assert len(published) == expected and all(a["type"] == kind for a in published), key
-        if kind == "link":
-            assert all("file://" in a["data"] and "/evaluation/report.html" in a["data"] for a in published)
+        assert len(published) == expected and all(a["type"] == kind for a in published), (key, [a["type"] for a in published])
+    assert all(a["data"].startswith("[report.html](file://") and a["data"].endswith("/evaluation/report.html)") for a in published)
     assert deployment.get("concurrency_limit") == 1 or (deployment.get("global_concurrency_limit") or {}).get("limit") == 1
 
 
