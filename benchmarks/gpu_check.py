@@ -34,9 +34,8 @@ from pipeline import config as config_module
 from pipeline import device as device_module
 from pipeline import generate, storage
 from pipeline.evaluate import classifier
-from pipeline.gan.networks import Discriminator, build_generator, default_width
-from pipeline.gan.augment import parse_policy
-from pipeline.gan.step import GanStep, draw_batch, optimizers
+from pipeline.gan.networks import build_generator, default_width
+from pipeline.plan import time_gan_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = {"28px gray": (28, 1), "64px rgb": (64, 3)}
@@ -88,31 +87,11 @@ def gan_rate(device: torch.device, image_size: int, channels: int, precision: st
     """Images/s through the real GAN training step at the default train settings (timed after `warmup` steps, which
     include torch.compile's compilation when on)."""
     config = replace(config_module.TrainConfig(), precision=precision, compile=compile_, batch_size=batch_size)
-    spec = {"z_dim": config.z_dim, "width": default_width(image_size), "classes": [str(c) for c in range(10)],
-            "channels": channels, "image_size": image_size}
-    torch.manual_seed(0)
-    generator = device_module.prepare_module(build_generator(spec), device)
-    discriminator = device_module.prepare_module(Discriminator(10, channels, image_size, spec["width"], config.discriminator_width,
-                                                               config.minibatch_std), device)
-    opt_g, opt_d = optimizers(config, generator, discriminator)
-    forwards = (torch.compile(generator), torch.compile(discriminator)) if compile_ else (generator, discriminator)
-    step = GanStep(config, generator, discriminator, opt_g, opt_d, device, parse_policy(config.augment), *forwards)
-    images = torch.randint(0, 256, (512, channels, image_size, image_size), dtype=torch.uint8).to(device)
-    labels = (torch.arange(512) % 10).to(device)
-    rng = torch.Generator().manual_seed(0)
     reset_peak(device)
-    clock = time.perf_counter()
-    for _ in range(warmup):
-        step(*draw_batch(images, labels, None, batch_size, config.z_dim, rng, device), rng)
-    synchronize(device)
-    warmup_seconds, clock = time.perf_counter() - clock, time.perf_counter()
-    for _ in range(steps):
-        losses = step(*draw_batch(images, labels, None, batch_size, config.z_dim, rng, device), rng)
-    losses = losses.tolist()  # a host sync: every step has finished
-    seconds = time.perf_counter() - clock
+    warmup_seconds, seconds_per_step, losses = time_gan_steps(config, image_size, channels, device, steps, warmup)
     if not all(np.isfinite(losses)):
         raise RuntimeError(f"GAN step produced non-finite losses {losses} ({image_size}px, {precision}, compile={compile_})")
-    return {"images_per_second": round(steps * batch_size / seconds, 1), "seconds_per_step": round(seconds / steps, 5),
+    return {"images_per_second": round(batch_size / seconds_per_step, 1), "seconds_per_step": round(seconds_per_step, 5),
             "warmup_seconds": round(warmup_seconds, 2), "peak_mib": peak_mib(device)}
 
 

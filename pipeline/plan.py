@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pipeline import generate, ingest
-from pipeline.config import Config
+from pipeline.config import Config, TrainConfig
 from pipeline.device import pick_device, prepare_module
 from pipeline.evaluate.classifier import CONDITIONS, conditions_for, train_classifier
 from pipeline.gan.augment import parse_policy
@@ -51,24 +51,32 @@ def _channels(config: Config, sample: int = 24) -> int:
     return 1
 
 
-def _seconds_per_gan_step(config: Config, channels: int, device: torch.device, steps: int = 3) -> float:
-    train, size = config.train, config.ingest.image_size
-    spec = {"z_dim": train.z_dim, "width": train.width or default_width(size), "classes": [str(c) for c in range(10)],
-            "channels": channels, "image_size": size, "train": dataclasses.asdict(train)}
+def time_gan_steps(train: TrainConfig, image_size: int, channels: int, device: torch.device, steps: int,
+                   warmup: int = 1) -> tuple[float, float, list[float]]:
+    """Time the real GAN training step (pipeline.gan.step) on random pixels, which run as fast as images:
+    (warm-up seconds, including torch.compile's compilation when train.compile is on; seconds per step; the last
+    step's losses)."""
+    spec = {"z_dim": train.z_dim, "width": train.width or default_width(image_size), "classes": [str(c) for c in range(10)],
+            "channels": channels, "image_size": image_size}
     torch.manual_seed(0)
     generator = prepare_module(build_generator(spec), device)
-    discriminator = prepare_module(Discriminator(10, channels, size, spec["width"], train.discriminator_width, train.minibatch_std), device)
-    step = GanStep(train, generator, discriminator, *optimizers(train, generator, discriminator), device, parse_policy(train.augment))
-    images = torch.randint(0, 256, (max(train.batch_size, 16), channels, size, size), dtype=torch.uint8).to(device)
+    discriminator = prepare_module(Discriminator(10, channels, image_size, spec["width"], train.discriminator_width,
+                                                 train.minibatch_std), device)
+    forwards = (torch.compile(generator), torch.compile(discriminator)) if train.compile else (generator, discriminator)
+    step = GanStep(train, generator, discriminator, *optimizers(train, generator, discriminator), device,
+                   parse_policy(train.augment), *forwards)
+    images = torch.randint(0, 256, (512, channels, image_size, image_size), dtype=torch.uint8).to(device)
     labels = (torch.arange(len(images)) % 10).to(device)
     rng = torch.Generator().manual_seed(0)
     batch = lambda: draw_batch(images, labels, None, train.batch_size, train.z_dim, rng, device)
-    step(*batch(), rng).tolist()  # warm-up: kernels are built for these shapes once
     clock = time.perf_counter()
+    for _ in range(warmup):  # kernels are built (and compiled) for these shapes once
+        step(*batch(), rng).tolist()
+    warmup_seconds, clock = time.perf_counter() - clock, time.perf_counter()
     for _ in range(steps):
         losses = step(*batch(), rng)
-    losses.tolist()
-    return (time.perf_counter() - clock) / steps
+    losses = losses.tolist()  # a host sync: every step has finished
+    return warmup_seconds, (time.perf_counter() - clock) / steps, losses
 
 
 def _seconds_per_classifier_step(config: Config, channels: int, num_classes: int, device: torch.device, steps: int = 5) -> float:
@@ -92,7 +100,7 @@ def plan(config: Config) -> dict:
     n_classes, n_synthetic = len(rows), sum(r["generated"] for r in rows)
     channels = _channels(config)
     device = pick_device(config.train.device)
-    gan_step = _seconds_per_gan_step(config, channels, device)
+    gan_step = time_gan_steps(config.train, config.ingest.image_size, channels, device, steps=3)[1]
     classifier_step = _seconds_per_classifier_step(config, channels, n_classes, device)
     real_labels = np.repeat(np.arange(n_classes), [real[r["class"]] for r in rows])
     n_conditions = len(conditions_for(config.evaluate, real_labels, n_classes))
