@@ -22,14 +22,15 @@ SOURCES = {"china": Path(sklearn.__file__).parent / "datasets" / "images" / "chi
 COUNTS = {"china": 40, "flower": 20, "hopper": 10}  # imbalanced on purpose
 
 
-def write_photos(out: Path, seed: int = 0) -> dict[str, int]:
-    """Write out/<class>/<i>.jpg|png crops; return the count per class."""
+def write_photos(out: Path, seed: int = 0, counts: dict[str, int] | None = None) -> dict[str, int]:
+    """Write out/<class>/<i>.jpg|png crops (COUNTS per class unless `counts`); return the count per class."""
+    counts = counts or COUNTS
     rng = np.random.default_rng(seed)
     for label, source in SOURCES.items():
         (out / label).mkdir(parents=True, exist_ok=True)
         with Image.open(source) as photo:
             photo = photo.convert("RGB")
-            for i in range(COUNTS[label]):
+            for i in range(counts[label]):
                 side = int(rng.integers(140, min(photo.size)))
                 aspect = float(rng.uniform(0.6, 1.7))
                 width, height = min(photo.width, int(side * aspect)), min(photo.height, side)
@@ -44,7 +45,7 @@ def write_photos(out: Path, seed: int = 0) -> dict[str, int]:
                 buffer = io.BytesIO()
                 crop.save(buffer, format="JPEG", quality=90, exif=exif)
                 (out / label / f"{i:03d}.jpg").write_bytes(buffer.getvalue())
-    return dict(COUNTS)
+    return dict(counts)
 
 
 def main() -> None:

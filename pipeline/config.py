@@ -14,6 +14,8 @@ from pipeline.errors import AugmentError
 
 PRECISIONS = ("auto", "fp32", "bf16")  # train.precision; pipeline.device.autocast reads the same list
 REBALANCE = ("auto", "on", "off")      # evaluate.rebalance
+CLASSICAL_GEOMETRIC = ("affine", "elastic", "flip")  # evaluate.augment: batched, combinable ("affine,elastic")
+CLASSICAL_POLICIES = ("trivialaugment", "randaugment", "autoaugment", "photo")  # evaluate.augment: torchvision v2, one
 DEVICES = ("auto", "cpu", "cuda", "mps")  # train/generate/evaluate.device; pipeline.device.pick_device reads the same list
 
 
@@ -79,7 +81,8 @@ class EvaluateConfig:
     width: int = 32                  # channels of the classifier's first block; doubled per pooled block
     model: str = "small"             # small (the built-in CNN, `width`) | a torchvision architecture by name, from scratch
                                      # (e.g. resnet18) | module:function returning an nn.Module for (channels, classes, size)
-    augment: str = "affine,elastic"  # classical augmentation of the +aug conditions: affine, elastic and/or flip
+    augment: str = "affine,elastic"  # classical augmentation of the +aug conditions: affine, elastic and/or flip, or one
+                                     # torchvision v2 policy: trivialaugment | randaugment | autoaugment | photo
     augment_probability: float = 0.5  # chance that each image of a +aug batch is augmented (the rest stay as they are)
     synthetic_share: float = 0.5     # fraction of each real+synthetic batch drawn from synthetic images
     max_synthetic_per_class: int = 5000  # synthetic images per class read for training (bounds memory; 600 steps
@@ -267,9 +270,9 @@ def validate(config: Config) -> None:
            f"evaluate.model must be small, a torchvision model name or module:function, got {evaluate.model!r}")
     _check(evaluate.width >= 4, f"evaluate.width must be at least 4, got {evaluate.width}")
     classical = {p.strip() for p in evaluate.augment.split(",") if p.strip()}
-    _check(bool(classical) and classical <= {"affine", "elastic", "flip"},
-           f"evaluate.augment must name any of affine, elastic and flip (e.g. 'affine,elastic' or 'affine,flip'), "
-           f"got {evaluate.augment!r}")
+    _check(evaluate.augment.strip() in CLASSICAL_POLICIES or (bool(classical) and classical <= set(CLASSICAL_GEOMETRIC)),
+           f"evaluate.augment must name any of {', '.join(CLASSICAL_GEOMETRIC)} (e.g. 'affine,elastic' or 'affine,flip'), "
+           f"or one of the policies {', '.join(CLASSICAL_POLICIES)}; got {evaluate.augment!r}")
     _check(0.0 < evaluate.augment_probability <= 1.0,
            f"evaluate.augment_probability must be in (0, 1], got {evaluate.augment_probability}")
     _check(0.0 <= evaluate.synthetic_share < 1.0, f"evaluate.synthetic_share must be in [0, 1), got {evaluate.synthetic_share}")

@@ -39,7 +39,8 @@ def test_overrides_are_typed():
     ("generate.per_class=-5", "generate.per_class must be at least 1"),
     ("ingest.image_size=30", "ingest.image_size must be a multiple of 4"),
     ("train.augment=flip", "train.augment has unknown parts"),
-    ("evaluate.augment=affine,warp", "evaluate.augment must name any of affine, elastic and flip"),
+    ("evaluate.augment=affine,warp", "evaluate.augment must name any of affine, elastic, flip"),
+    ("evaluate.augment=photo,affine", "or one of the policies trivialaugment"),
     ("evaluate.augment_probability=0", "evaluate.augment_probability must be in (0, 1]"),
     ("evaluate.augment_probability=1.5", "evaluate.augment_probability must be in (0, 1]"),
 ])

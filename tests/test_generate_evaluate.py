@@ -17,7 +17,8 @@ from pipeline import filtering, generate, ingest, storage
 from pipeline.errors import AugmentError
 from pipeline.evaluate import stage as evaluate
 from pipeline.evaluate import fidelity
-from pipeline.evaluate.classifier import CONDITIONS, classical_augment, predict, train_classifier
+from pipeline.config import CLASSICAL_POLICIES
+from pipeline.evaluate.classifier import CONDITIONS, classical_augment, policy_augment, predict, train_classifier
 from pipeline.evaluate.stats import paired_gain, summarize, verdict, verdict_note
 from pipeline.device import pick_device
 from pipeline.gan import train
@@ -140,6 +141,40 @@ def test_augment_probability_leaves_the_other_images_exactly_as_they_are():
     elastic = classical_augment(x, "affine,elastic", torch.Generator().manual_seed(0), probability=0.5)
     unchanged = (x - elastic).abs().amax(dim=(1, 2, 3)) < 1e-5
     assert 0.4 < unchanged.float().mean() < 0.6, "the displacement field is also zero for the images left alone"
+
+
+@pytest.mark.parametrize("policy", CLASSICAL_POLICIES)
+def test_torchvision_policies_are_paired_per_image_and_leave_global_random_state_alone(policy):
+    images = torch.randint(0, 256, (64, 3, 24, 24), dtype=torch.uint8)
+    other = torch.randint(0, 256, (64, 3, 24, 24), dtype=torch.uint8)
+    before = torch.random.get_rng_state()
+    out = policy_augment(images, policy, torch.Generator().manual_seed(5), probability=0.5)
+    assert torch.equal(torch.random.get_rng_state(), before), "the policy must not consume torch's global generator"
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    same = (out == images).flatten(1).all(1)
+    assert 0.25 < same.float().mean() < 0.75, f"about half left exactly as they are, got {same.float().mean():.2f}"
+    again = policy_augment(images, policy, torch.Generator().manual_seed(5), probability=0.5)
+    assert torch.equal(out, again), "same generator seed, same augmented batch"
+    # Paired: slot i gets the same draws whatever the image. Put image i of `other` into slot 3 of the batch;
+    # what slot 3 does to it equals what the policy does to that image alone with slot 3's seed.
+    mixed = images.clone()
+    mixed[3] = other[3]
+    out_mixed = policy_augment(mixed, policy, torch.Generator().manual_seed(5), probability=0.5)
+    assert torch.equal(out_mixed[torch.arange(64) != 3], out[torch.arange(64) != 3]), "other slots are untouched by slot 3's image"
+    assert same[3] == (out_mixed[3] == other[3]).all(), "slot 3 is augmented or not regardless of its content"
+    if policy == "photo":  # a geometric policy moves pixels of every augmented image
+        assert not same.all()
+
+
+def test_a_torchvision_policy_trains_a_classifier_on_gray_digits(digits_dir, tmp_path):
+    config = tiny_config(digits_dir, "evaluate.steps=150", "evaluate.augment=trivialaugment")
+    ingest.run(config.ingest, tmp_path / "ingest")
+    arrays = storage.load_arrays(tmp_path / "ingest")
+    real = (arrays["train_images"], arrays["train_labels"])
+    condition = next(c for c in CONDITIONS if c.name == "real+aug")
+    model = train_classifier(config.evaluate, condition, 0, real, None, 10, pick_device("cpu"))
+    accuracy = float(np.mean(predict(model, arrays["test_images"], pick_device("cpu")) == arrays["test_labels"]))
+    assert accuracy > 0.3, f"150 steps with TrivialAugment on digits should beat chance (10%), got {accuracy:.2f}"
 
 
 def test_elastic_displacement_bends_strokes_that_an_affine_map_keeps_straight():

@@ -1,6 +1,7 @@
 """The downstream classifier, classical augmentation, and one training run under one condition."""
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import os
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import EvaluateConfig, parse_shares
+from pipeline.config import CLASSICAL_POLICIES, EvaluateConfig, parse_shares
 from pipeline.device import autocast, prepare_module
 from pipeline.errors import AugmentError
 
@@ -196,6 +197,37 @@ def classical_augment(x: torch.Tensor, policy: str, generator: torch.Generator, 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def is_policy(augment: str) -> bool:
+    """Whether evaluate.augment names a torchvision v2 policy (applied per image to uint8 pixels on the CPU)."""
+    return augment.strip() in CLASSICAL_POLICIES
+
+
+@functools.lru_cache(maxsize=8)
+def _policy(name: str, side: int):
+    from torchvision.transforms import v2
+
+    if name == "photo":  # what a practitioner uses on photos: random resized crop, mirror, colour jitter
+        return v2.Compose([v2.RandomResizedCrop(side, scale=(0.35, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+                           v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05)])
+    return {"trivialaugment": v2.TrivialAugmentWide, "randaugment": v2.RandAugment, "autoaugment": v2.AutoAugment}[name]()
+
+
+def policy_augment(pixels: torch.Tensor, name: str, generator: torch.Generator, probability: float = 1.0) -> torch.Tensor:
+    """A torchvision v2 policy on a uint8 N x C x H x W batch, image by image. Every image gets its own seed drawn
+    from `generator` (the policy's draws run under it, torch's global generator is left as it was), so batch slot
+    i gets the same operations and magnitudes in every condition: conditions stay paired. Each image is
+    transformed with the given probability and otherwise left exactly as it is."""
+    transform = _policy(name.strip(), pixels.shape[-1])
+    seeds = torch.randint(0, 2**62, (len(pixels),), generator=generator)
+    keep = torch.rand(len(pixels), generator=generator) >= probability
+    out = pixels.clone()
+    with torch.random.fork_rng(devices=[]):
+        for i in torch.nonzero(~keep).flatten().tolist():
+            torch.manual_seed(int(seeds[i]))
+            out[i] = transform(pixels[i])
+    return out
+
+
 def _to_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 127.5 - 1.0
 
@@ -213,13 +245,17 @@ def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, re
     batch_pools = pools(config, condition, seed, real, synthetic, num_classes)
     rngs = [torch.Generator().manual_seed(pool_seed) for *_, pool_seed, _ in batch_pools]
     augment_rng = torch.Generator().manual_seed(seed + 2)
+    policy = is_policy(config.augment)
     model.train()
     for _ in range(config.steps):
         parts = [(x[i], y[i]) for (x, y, n, _, weights), rng in zip(batch_pools, rngs) if n
                  for i in [torch.randint(0, len(x), (n,), generator=rng) if weights is None
                            else torch.multinomial(weights, n, replacement=True, generator=rng)]]
-        x, y = _to_float(torch.cat([p[0] for p in parts]).to(device)), torch.cat([p[1] for p in parts]).to(device)
-        if condition.augment:  # on the device (its random draws stay on the CPU generator: paired on any device)
+        x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]).to(device)
+        if condition.augment and policy:
+            x = policy_augment(x, config.augment, augment_rng, config.augment_probability)
+        x = _to_float(x.to(device))
+        if condition.augment and not policy:  # on the device (its draws stay on the CPU generator: paired anywhere)
             x = classical_augment(x, config.augment, augment_rng, config.augment_probability)
         with autocast(device):
             loss = F.cross_entropy(model(x), y)
