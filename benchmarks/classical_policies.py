@@ -43,8 +43,9 @@ POLICIES = {"mnist": ["affine", "elastic", "affine,elastic", "trivialaugment", "
 
 
 def mnist_sets(mnist: Path, work: Path, per_class: int = 20, tuning_per_class: int = 300) -> tuple[Path, Path, list[str]]:
+    """The split (make_split.py from the shared folder the MNIST images are in) and the tuning folder."""
     split = work / "split"
-    subprocess.run([sys.executable, str(ROOT.parent / "shared" / "bench" / "make_split.py"), str(mnist), str(split),
+    subprocess.run([sys.executable, str(mnist.parents[1] / "bench" / "make_split.py"), str(mnist), str(split),
                     "--per-class", str(per_class), "--test-total", "5000", "--seed", "0"], check=True, capture_output=True)
     for name in class_names(mnist):
         rest = shuffled_files(mnist, name, 0)[per_class + 500:]  # after the split's train and test picks
