@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--mnist", type=Path, default=ROOT.parent / "shared" / "data" / "mnist10k")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--probabilities", default="0.5,1.0", help="evaluate.augment_probability values to try")
+    parser.add_argument("--settings", nargs="*", default=None, metavar="POLICY@P",
+                        help="score only these settings (e.g. elastic@1 affine,elastic@1) instead of the grid")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--out", type=Path, default=None, help="results stem (default benchmarks/results/classical_policies_<data>)")
     args = parser.parse_args()
@@ -92,6 +94,8 @@ def main() -> None:
     classes = len(arrays["classes"])
     device = torch.device("cpu")
     settings = [("none", 1.0)] + [(p, q) for p in POLICIES[args.data] for q in map(float, args.probabilities.split(","))]
+    if args.settings:
+        settings = [(text.rpartition("@")[0], float(text.rpartition("@")[2])) for text in args.settings]
     if DEFAULT not in settings:
         settings.append(DEFAULT)
     results, clock = {}, time.perf_counter()
