@@ -6,14 +6,14 @@ import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import versioning
-from flows.runners import limit_torch_threads, task_runner
+from flows.runners import RUNNERS, limit_torch_threads, task_runner
 from flows.stages import STAGES, run_stage
 from pipeline import config as config_module
 from pipeline import device
@@ -96,7 +96,8 @@ def dvc_repro_task(name: str, repo: Path) -> None:
 def _run_name() -> str:
     from prefect.runtime import flow_run
 
-    dataset = Path(flow_run.parameters["params"]["ingest"]["dataset"]).name
+    params = flow_run.parameters["params"]  # the Config Prefect built, or the mapping it was built from
+    dataset = Path(params["ingest"]["dataset"] if isinstance(params, dict) else params.ingest.dataset).name
     return f"augment-{dataset}-{datetime.now():%Y-%m-%d-%H%M}"
 
 
@@ -128,12 +129,14 @@ def _fan_out(each, label: str, items: list, section, out_dir: str, torch_threads
 
 
 @flow(name="augment", flow_run_name=_run_name, log_prints=True)
-def augment_flow(params: dict, out_dir: str, run_folder: bool = False, runner: str = "local",
+def augment_flow(params: config_module.Config, out_dir: str, run_folder: bool = False, runner: Literal[RUNNERS] = "local",
                  dask_address: Optional[str] = None, dask_workers: Optional[int] = None,
                  torch_threads: Optional[int] = None) -> dict:
     """Ingest, train the GAN, generate, evaluate; return metrics.json's content. With run_folder, out_dir is a
-    parent and this run writes to its own new folder in it (scheduled runs never overwrite each other)."""
-    config = device.resolve(config_module.from_dict(params))  # config.json records the device's sizes
+    parent and this run writes to its own new folder in it (scheduled runs never overwrite each other).
+    params is typed, so the Prefect UI shows a form per section (a plain mapping of sections is accepted and checked
+    the same way: unknown keys are refused)."""
+    config = device.resolve(_checked(params))  # config.json records the device's sizes
     # Before anything is written: a deployment's out_dir can be overridden in the Prefect UI, past the CLI's check.
     check_output_location(config.ingest.dataset, out_dir)
     if run_folder:
@@ -146,6 +149,11 @@ def augment_flow(params: dict, out_dir: str, run_folder: bool = False, runner: s
     return {**result, "out_dir": out_dir}
 
 
+def _checked(params: config_module.Config | dict) -> config_module.Config:
+    """Prefect has built the dataclasses from the run's parameters; the config's own rules (ranges, choices) apply too."""
+    return config_module.from_dict(params if isinstance(params, dict) else params.to_dict())
+
+
 def _run_folder_name(config: config_module.Config) -> str:
     """<dataset>-<UTC date and time>-<flow-run id prefix>: sortable, and unique even for two runs in one second."""
     from prefect.runtime import flow_run
@@ -154,8 +162,9 @@ def _run_folder_name(config: config_module.Config) -> str:
 
 
 @flow(name="augment-dvc", flow_run_name=_run_name, log_prints=True)
-def augment_dvc_flow(params: dict, repo: str) -> dict:
-    """The same four stages run by `dvc repro` in a DVC project, so dvc.lock records what this run produced."""
+def augment_dvc_flow(params: config_module.Config, repo: str) -> dict:
+    """The same four stages run by `dvc repro` in a DVC project, so dvc.lock records what this run produced
+    (params is what the CLI wrote to params.yaml; recorded on the flow run)."""
     for name in STAGES:
         dvc_repro_task.with_options(name=name)(name, Path(repo))
     metrics = versioning.read_metrics(Path(repo))

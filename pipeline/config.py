@@ -81,9 +81,10 @@ class EvaluateConfig:
     width: int = 32                  # channels of the classifier's first block; doubled per pooled block
     model: str = "small"             # small (the built-in CNN, `width`) | a torchvision architecture by name, from scratch
                                      # (e.g. resnet18) | module:function returning an nn.Module for (channels, classes, size)
-    augment: str = "affine,elastic"  # classical augmentation of the +aug conditions: affine, elastic and/or flip, or one
+    augment: str = "elastic"         # classical augmentation of the +aug conditions: affine, elastic and/or flip, or one
                                      # torchvision v2 policy: trivialaugment | randaugment | autoaugment | photo
-    augment_probability: float = 0.5  # chance that each image of a +aug batch is augmented (the rest stay as they are)
+                                     # (elastic on every image was the strongest: benchmarks/results/classical_policies_*)
+    augment_probability: float = 1.0  # chance that each image of a +aug batch is augmented (the rest stay as they are)
     synthetic_share: float = 0.5     # fraction of each real+synthetic batch drawn from synthetic images
     max_synthetic_per_class: int = 5000  # synthetic images per class read for training (bounds memory; 600 steps
                                      # of 32 synthetic images draw fewer than 2,000 per class)

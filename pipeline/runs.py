@@ -64,9 +64,13 @@ def render_report(run_dir: str | Path) -> tuple[Path, dict]:
     if not distances_path.is_file():
         raise AugmentError(f"'{distances_path}' is missing (an evaluation from an older version); re-run the evaluate stage")
     classes, real, _, _, synthetic = evaluate_stage.load_inputs(config.evaluate, dirs["ingest"], dirs["synthetic"])
-    distances = np.load(distances_path, allow_pickle=False)
-    path = write_report(dirs["evaluation"] / "report.html", metrics, real, synthetic, distances, dirs["gan"], dirs["ingest"],
-                        stale=stale_reason(run_dir))
+    nearest = np.load(distances_path, allow_pickle=False)
+    if nearest.ndim != 2:
+        raise AugmentError(f"'{distances_path}' is from an older version (no nearest-image indices); re-run the evaluate stage")
+    if nearest.shape[1] != len(synthetic[1]):
+        nearest = None  # regenerated since the evaluation (the report says stale): no copy pairs to show
+    path = write_report(dirs["evaluation"] / "report.html", metrics, real, synthetic, nearest, dirs["gan"], dirs["ingest"],
+                        dirs["synthetic"], stale=stale_reason(run_dir))
     return path, metrics
 
 

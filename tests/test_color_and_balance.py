@@ -162,5 +162,5 @@ def test_color_photos_64px_end_to_end_with_balance(cli_env, tmp_path):
     real = metrics["conditions"]["real"]
     assert real["worst_class_accuracy_mean"] == pytest.approx(min(real["per_class_accuracy_mean"].values()), abs=1e-6)
     page = (out / "evaluation" / "report.html").read_text()
-    assert "worst class:" in page and "<th>real train</th><th>synthetic</th>" in page and "<td>meadow</td><td>1</td><td>7</td>" in page
+    assert "worst-class gain" in page and "<th>real train</th><th>synthetic</th>" in page and "<td>meadow</td><td>1</td><td>7</td>" in page
     assert "worst class" in result.stdout

@@ -117,6 +117,18 @@ def test_serve_registers_a_cron_deployment_and_executes_its_runs(digits_dir, pre
     assert code == 0 and "stopped serving augment/nightly" in text and "Traceback" not in text, text[-3000:]
 
 
+def assert_typed_form(deployment: dict) -> None:
+    """The UI renders a form from the parameter schema: one object per config section, typed fields, a runner menu."""
+    schema = deployment["parameter_openapi_schema"]
+    assert schema["properties"]["params"]["$ref"] == "#/definitions/Config", schema["properties"]["params"]
+    sections = schema["definitions"]["Config"]["properties"]
+    assert set(sections) == {"ingest", "train", "generate", "evaluate"}
+    train = schema["definitions"]["TrainConfig"]["properties"]
+    assert train["steps"] == {"default": 2000, "title": "Steps", "type": "integer"}
+    assert schema["definitions"]["EvaluateConfig"]["properties"]["augment_probability"]["type"] == "number"
+    assert schema["properties"]["runner"]["enum"] == ["local", "dask"]
+
+
 def test_deploy_registers_on_a_process_work_pool_and_a_worker_runs_it(digits_dir, prefect_server, tmp_path):
     env, parent, pool = {**prefect_server, "OMP_NUM_THREADS": "1"}, tmp_path / "runs", "augment-test-pool"
     data = small_digits(digits_dir, tmp_path / "data")
@@ -126,6 +138,7 @@ def test_deploy_registers_on_a_process_work_pool_and_a_worker_runs_it(digits_dir
     deployment = api(env, "/deployments/name/augment/pooled")
     assert deployment["work_pool_name"] == pool and [s["schedule"]["cron"] for s in deployment["schedules"]] == [CRON]
     assert api(env, f"/work_pools/{pool}")["type"] == "process"
+    assert_typed_form(deployment)
     log = tmp_path / "worker.log"
     worker = start([str(BIN / "prefect"), "worker", "start", "--pool", pool], env, log)
     try:
@@ -147,6 +160,7 @@ def test_prefect_yaml_deploys_with_prefect_deploy(prefect_server):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     deployment = api(env, "/deployments/name/augment/nightly-process")
     assert deployment["entrypoint"] == "flows/augment.py:augment_flow"
+    assert_typed_form(deployment)
     assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [PREFECT_YAML_CRON]
     assert deployment["work_pool_name"] == "augment-process" and deployment["parameters"]["run_folder"] is True
     assert deployment["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)

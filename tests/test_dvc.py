@@ -13,6 +13,9 @@ import yaml
 from conftest import BIN, ROOT, TINY
 
 STAGES = ("ingest", "train", "generate", "evaluate")
+# README, Versioning with DVC: experiments side by side in 120 columns (what changed, the baseline, the pick).
+EXP_SHOW_VIEW = ["--only-changed", "--drop", r"Created|outputs/|.*\.(lo|hi)$|.*@|gain\.syn-real",
+                 "--keep", r"acc\.(aug|res|pick)$"]
 
 
 def sh(args, cwd, env, check=True):
@@ -101,19 +104,33 @@ def test_repro_reruns_only_what_changed_and_versions_everything(digits_dir, cli_
 
     # Plots are declared (the HTML page needs internet for its scripts; --json does not).
     plots = json.loads(dvc(["plots", "show", "--json"], repo, cli_env))
-    assert "outputs/gan/losses.csv" in json.dumps(plots)
+    plots = plots["data"]
+    assert {"outputs/gan/losses.csv", "outputs/gan/quality.csv"} <= set(plots)
+    runs = plots["outputs/evaluation/runs.csv"][0]["content"]  # scatter_jitter: every seed, conditions side by side
+    assert runs["encoding"]["x"]["field"] == "condition" and runs["encoding"]["y"]["field"] == "accuracy"
+    metrics = json.loads((repo / "outputs" / "evaluation" / "metrics.json").read_text())
+    assert len(runs["data"]["values"]) == metrics["seeds"] * len(metrics["conditions"])
+    for name in ("real+aug", "real+aug+synthetic"):  # DVC's confusion template counts actual/predicted rows
+        confusion = plots[f"outputs/evaluation/confusion/{name}.csv"][0]["content"]
+        assert confusion["spec"]["transform"][0]["groupby"] == ["predicted", "actual"]
+        assert len(confusion["data"]["values"]) == metrics["seeds"] * metrics["n_test"]  # a row per prediction
 
     # Experiments: the gain of a variant next to the baseline's.
     sh(["git", "add", "-A"], repo, cli_env)
     sh(["git", "commit", "-qm", "baseline"], repo, cli_env)
     dvc(["exp", "run", "-S", "generate.per_class=15"], repo, cli_env)
     shown = json.loads(dvc(["exp", "show", "--json"], repo, cli_env))
-    assert "gain.syn_vs_real" in json.dumps(shown) and "acc.real+aug" in json.dumps(shown)
+    assert "gain.syn-aug" in json.dumps(shown) and "acc.aug" in json.dumps(shown)
+    # The README's side-by-side view fits a 120-column terminal: no column collapsed to "…", no line longer.
+    table = dvc(["exp", "show", "--no-pager", *EXP_SHOW_VIEW], repo, {**cli_env, "COLUMNS": "120"})
+    assert "…" not in table and max(map(len, table.splitlines())) <= 120, table
+    for column in ("acc.aug", "acc.syn", "gain.syn-aug", "generate.per_class"):
+        assert column in table, table
     diff = json.loads(dvc(["metrics", "diff", "--all", "--json"], repo, cli_env))
     changed = diff["outputs/evaluation/headline.json"]
-    assert len(changed) <= 20 and {"acc.real", "acc.real+aug", "cas", "fd"} <= set(changed)
-    for gain in ("syn_vs_real", "syn_vs_aug"):  # the gain and its interval next to the baseline's
-        assert all(set(changed[f"gain.{gain}{end}"]) >= {"old", "new"} for end in ("", ".lo", ".hi"))
+    assert len(changed) <= 20 and {"acc.real", "acc.aug", "acc.syn", "cas", "fd", "gain.syn-real"} <= set(changed)
+    # the gain and its interval next to the baseline's
+    assert all(set(changed[f"gain.syn-aug{end}"]) >= {"old", "new"} for end in ("", ".lo", ".hi"))
     assert json.loads((repo / "outputs" / "evaluation" / "metrics.json").read_text())["n_synthetic"] == 150
 
 

@@ -198,9 +198,12 @@ def test_fidelity_measures_separate_good_from_bad_samples():
     assert good["precision"] > 0.8 and good["recall"] > 0.8 and good["coverage"] > 0.8
     assert bad["precision"] < 0.1 and bad["coverage"] < 0.1
     assert narrow["recall"] < 0.1, "a collapsed generator reproduces little of the real variety"
-    pixels = rng.integers(0, 255, (50, 1, 8, 8), dtype=np.uint8)
-    copies = fidelity.nearest_real(pixels, np.concatenate([pixels[:5], rng.integers(0, 255, (20, 1, 8, 8), dtype=np.uint8)]))
-    assert copies["suspected_copies"] == 5
+    features = rng.normal(size=(50, 16))
+    fake = np.concatenate([features[[7, 3, 9]] + 1e-3, rng.normal(size=(20, 16)) + 4.0])  # 3 copies, 20 novel
+    copies = fidelity.nearest_real(features, fake)
+    assert copies["checked"] == 23 and copies["suspected_copies"] == 3
+    assert copies["nearest"][:3].tolist() == [7, 3, 9], "each copy is paired with the real image it copies"
+    assert (copies["distances"][3:] > copies["copy_threshold"]).all()
 
 
 def test_evaluate_writes_metrics_runs_and_report(trained, tmp_path):
@@ -241,11 +244,43 @@ def test_evaluate_writes_metrics_runs_and_report(trained, tmp_path):
     assert validation[baseline] == max(validation["real"], validation["real+aug"])
     assert choice["use_synthetic"] == (choice["validation"]["gain"]["verdict"] == "significant gain")
     page = (tmp_path / "evaluation" / "report.html").read_text()
-    assert page.index("Recommendation: ") < page.index("real+synthetic_vs_real: ") < page.index("<h2>Conditions")
+    # Identity first, then the one verdict box, then the comparisons.
+    assert page.index("class=identity") < page.index('class="verdict') < page.index("<h2>Comparisons") < page.index("<h2>Conditions")
+    assert page.count('class="verdict') == 1 and "time per stage" in page and "<b>split</b>" in page
+    for part in ("<h2>Confusion matrices", "<figcaption>step ", "<tr><th>0</th><td><img"):  # grids with class names
+        assert part in page, part
+    assert f"All {metrics['n_synthetic']} synthetic images were checked" in page and page.count("class='pair") == 8
+    for name in ("real+aug", "real+aug+synthetic", choice["setting"]):  # DVC's confusion template reads these
+        predictions = list(csv.DictReader(open(tmp_path / "evaluation" / "confusion" / f"{name}.csv")))
+        matrix = np.array(runs[name]["confusion_matrix"])
+        assert len(predictions) == 2 * 40 == matrix.sum()
+        assert sum(r["actual"] == r["predicted"] for r in predictions) == np.trace(matrix)
     assert page.count("data:image/png;base64,") >= 5 and "http://" not in page and "https://" not in page
     table = evaluate.result_rows(metrics)
     assert table[0][0].startswith("recommendation: ") and table[1][0] == "gain real+synthetic_vs_real"
     assert table[3][0] == "real"
+
+
+def test_a_failed_aggregation_keeps_the_seed_files_it_needs(trained, tmp_path, monkeypatch):
+    """The fanned-out path (one task per seed, then aggregate): a failure while summarising (here the report) must
+    leave the seed files in place, so the retry finishes instead of asking for every classifier again."""
+    out, config = trained
+    generate.run(config.generate, out / "gan", out / "synthetic")
+    folder = tmp_path / "evaluation"
+    for seed in range(config.evaluate.seeds):
+        evaluate.run_seed(config.evaluate, out / "ingest", out / "synthetic", folder, seed)
+    seeds = sorted(p.name for p in (folder / "seeds").iterdir())
+
+    def broken(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(evaluate, "render_report", broken)
+    with pytest.raises(OSError):
+        evaluate.aggregate(config.evaluate, out / "ingest", out / "synthetic", out / "gan", folder)
+    assert sorted(p.name for p in (folder / "seeds").iterdir()) == seeds and not (folder / "metrics.json").exists()
+    monkeypatch.undo()
+    metrics = evaluate.aggregate(config.evaluate, out / "ingest", out / "synthetic", out / "gan", folder)
+    assert storage.read_json(folder / "metrics.json") == metrics and (folder / "report.html").is_file()
 
 
 def test_an_untrained_generator_cannot_earn_a_significant_gain(digits_dir, tmp_path):

@@ -128,6 +128,7 @@ def test_generate_report_and_export_on_a_run_through_the_cli(finished_run, cli_e
     assert "stale" in more.stderr and runs.stale_reason(run).startswith("the synthetic set was regenerated")
     assert (run / "gan" / "generator_ema.safetensors").read_bytes() == (finished_run / "gan" / "generator_ema.safetensors").read_bytes()
     subprocess.run([str(BIN / "augment"), "report", "--run", str(run)], env=cli_env, capture_output=True, timeout=300, check=True)
+    assert "regenerated after this evaluation" in (run / "evaluation" / "report.html").read_text()
     assert "Stale:" in (run / "evaluation" / "report.html").read_text()
     refused = subprocess.run([str(BIN / "augment"), "export", "--run", str(run), str(tmp_path / "export")], env=cli_env,
                              capture_output=True, text=True, timeout=300)

@@ -51,19 +51,19 @@ def manifold_scores(real: np.ndarray, fake: np.ndarray, k: int = NEAREST_K, seed
     }
 
 
-def nearest_real(real_pixels: np.ndarray, fake_pixels: np.ndarray) -> dict:
-    """Pixel-space distance from each synthetic image to its nearest real training image, against the same
-    distance between real images; synthetic images closer than any two real images are flagged as likely copies."""
-    real = real_pixels.reshape(len(real_pixels), -1).astype(np.float32) / 255.0
-    fake = fake_pixels.reshape(len(fake_pixels), -1).astype(np.float32) / 255.0
-    fake_distances = NearestNeighbors(n_neighbors=1).fit(real).kneighbors(fake)[0][:, 0]
-    real_distances = _radii(real, 1)
+def nearest_real(real_features: np.ndarray, fake_features: np.ndarray) -> dict:
+    """Feature-space distance from EVERY synthetic image to its nearest real training image, against the same distance
+    between real images; synthetic images closer to a real image than the closest two real images are to each other
+    are flagged as likely copies. Returns the distances and the index of each one's nearest real image too."""
+    fake_distances, nearest = NearestNeighbors(n_neighbors=1).fit(real_features).kneighbors(fake_features)
+    real_distances = _radii(real_features, 1)
     threshold = float(np.min(real_distances))
     quantiles = lambda d: {f"q{q:02d}": float(np.percentile(d, q)) for q in (1, 5, 25, 50, 75, 95)}
     return {
-        "synthetic_to_real": quantiles(fake_distances), "real_to_real": quantiles(real_distances),
-        "copy_threshold": threshold, "suspected_copies": int((fake_distances < threshold).sum()),
-        "distances": fake_distances.round(4).tolist(),
+        "space": "classifier features", "checked": int(len(fake_features)),
+        "synthetic_to_real": quantiles(fake_distances[:, 0]), "real_to_real": quantiles(real_distances),
+        "copy_threshold": threshold, "suspected_copies": int((fake_distances[:, 0] < threshold).sum()),
+        "distances": fake_distances[:, 0], "nearest": nearest[:, 0],
     }
 
 

@@ -6,6 +6,9 @@ import csv
 import html
 import io
 import json
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import matplotlib
@@ -18,12 +21,19 @@ from PIL import Image  # noqa: E402
 from pipeline import storage  # noqa: E402
 
 GRID_COLUMNS = 8
+PROGRESS_GRIDS = 4    # training-progress sample grids shown: the first, the last and evenly spaced ones between
+CLOSEST_PAIRS = 8     # synthetic images shown beside their nearest real image, closest first
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.verdict{font-size:1.5em;padding:.6em 1em;
 margin:.5em 0;border-radius:6px}.gain{background:#d9f2d9}.loss{background:#f8d7d7}.neutral{background:#eee}
 img{max-width:100%;image-rendering:pixelated}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}
-.note{color:#555}.stale{background:#fff3cd;border:1px solid #e0c060;padding:.6em 1em;border-radius:6px}"""
+.note{color:#555}.stale{background:#fff3cd;border:1px solid #e0c060;padding:.6em 1em;border-radius:6px}
+.identity{font-size:.85em;border:1px solid #ddd;border-radius:6px;padding:.4em .8em;display:grid;
+grid-template-columns:max-content 1fr max-content 1fr;gap:.15em 1em}.identity b{color:#555;font-weight:600}
+.todo{font-size:.62em;margin-top:.4em;line-height:1.45}.todo b{font-size:1.3em}table.samples td{text-align:left;padding:6px}table.samples img{height:auto}
+figure{display:inline-block;margin:0 .5em .5em 0;text-align:center;font-size:.8em;color:#555}
+figure img{width:250px}figure.pair img{width:auto}.copy{background:#f8d7d7}"""
 
 
 def _png(figure) -> str:
@@ -37,25 +47,68 @@ def _img(data: bytes, alt: str = "plot") -> str:
     return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def _sample_grid(real: tuple[np.ndarray, np.ndarray], synthetic: tuple[np.ndarray, np.ndarray], classes: list[str]) -> str:
-    """One row per class: 8 real training images | gap | 8 synthetic images, upscaled for the eye."""
-    channels, side = real[0].shape[1], real[0].shape[-1]
-    rows = []
-    for index in range(len(classes)):
-        row = []
-        for images, labels in (real, synthetic):
-            chosen = images[labels == index][:GRID_COLUMNS]
-            chosen = np.concatenate([chosen, np.zeros((GRID_COLUMNS - len(chosen), channels, side, side), np.uint8)])
-            row.append(np.concatenate(list(chosen), axis=2))                       # C x S x 8S
-        gap = np.full((channels, side, side // 2), 255, np.uint8)
-        rows.append(np.concatenate([row[0], gap, row[1]], axis=2))
-    grid = np.concatenate(rows, axis=1).transpose(1, 2, 0)                         # H x W x C
-    image = Image.fromarray(grid[..., 0] if channels == 1 else grid)
-    scale = max(1, 48 // side)
+def _strip(images: np.ndarray, channels: int, side: int) -> str:
+    """GRID_COLUMNS images side by side (padded with black: a class may have fewer), upscaled to >= 48 px for the eye."""
+    images = np.concatenate([images, np.zeros((GRID_COLUMNS - len(images), channels, side, side), np.uint8)])
+    strip = np.concatenate([np.pad(i, ((0, 0), (0, 0), (0, 2)), constant_values=255) for i in images], axis=2)
+    return _image(strip.transpose(1, 2, 0), max(1, 48 // side), "samples")
+
+
+def _image(pixels: np.ndarray, scale: int, alt: str) -> str:
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
     image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return _img(buffer.getvalue(), "real (left) and synthetic (right) samples, one row per class")
+    return _img(buffer.getvalue(), alt)
+
+
+def _sample_grid(real: tuple[np.ndarray, np.ndarray], synthetic: tuple[np.ndarray, np.ndarray], classes: list[str]) -> str:
+    """One row per class, named: 8 real training images | 8 synthetic images of that class."""
+    shape = real[0].shape[1], real[0].shape[-1]
+    rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{_strip(real[0][real[1] == index][:GRID_COLUMNS], *shape)}</td>"
+                   f"<td>{_strip(synthetic[0][synthetic[1] == index][:GRID_COLUMNS], *shape)}</td></tr>"
+                   for index, name in enumerate(classes))
+    return f"<table class=samples><tr><th>class</th><th>real training images</th><th>synthetic images</th></tr>{rows}</table>"
+
+
+def _progress_grids(gan_dir: Path) -> str:
+    """The GAN's sample grids over training (train.sample_every), so a reader sees what it learnt when."""
+    grids = sorted((gan_dir / "samples").glob("step_*.png"))
+    if not grids:
+        return "<p class=note>no sample grids in the GAN folder</p>"
+    picks = sorted({round(i * (len(grids) - 1) / max(1, PROGRESS_GRIDS - 1)) for i in range(PROGRESS_GRIDS)})
+    return "".join(f"<figure>{_img(grids[i].read_bytes(), grids[i].stem)}<figcaption>step "
+                   f"{int(grids[i].stem.split('_')[1])}</figcaption></figure>" for i in picks)
+
+
+def confusion_conditions(metrics: dict) -> list[str]:
+    """The conditions whose confusion matrices are drawn (and written for DVC): the classical baseline(s), the tool's
+    synthetic condition and the recommendation, in that order, each once."""
+    choice = (metrics.get("recommendation") or {}).get("setting")
+    wanted = ["real+aug", "real+aug+resampled", "real+aug+synthetic", choice]
+    return [name for name in dict.fromkeys(wanted) if name in metrics["conditions"]]
+
+
+def _confusion_plots(metrics: dict) -> str:
+    """Row-normalised confusion matrices (share of each actual class predicted as each class, all seeds)."""
+    names, classes = confusion_conditions(metrics), metrics["classes"]
+    figure, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
+    for axis, name in zip(axes[0], names):
+        matrix = np.asarray(metrics["conditions"][name]["confusion_matrix"], dtype=float)
+        share = 100 * matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        axis.imshow(share, cmap="Blues", vmin=0, vmax=100)
+        if len(classes) <= 12:
+            for (row, column), value in np.ndenumerate(share):
+                if value >= 0.5:
+                    axis.text(column, row, f"{value:.0f}", ha="center", va="center", fontsize=6,
+                              color="white" if value > 60 else "black")
+        ticks = range(len(classes)) if len(classes) <= 30 else []
+        axis.set_xticks(ticks, [classes[i] for i in ticks], fontsize=6, rotation=90 if len(classes) > 12 else 0)
+        axis.set_yticks(ticks, [classes[i] for i in ticks], fontsize=6)
+        axis.set_title(name, fontsize=8)
+        axis.set_xlabel("predicted", fontsize=7)
+    axes[0][0].set_ylabel("actual", fontsize=7)
+    return _png(figure)
 
 
 def _conditions_plot(metrics: dict) -> str:
@@ -107,9 +160,30 @@ def _distance_plot(fidelity: dict, distances: np.ndarray) -> str:
     figure, axis = plt.subplots(figsize=(7, 2.6))
     axis.hist(distances, bins=40, color="#d48a6a")
     axis.axvline(fidelity["nearest_real"]["copy_threshold"], color="k", linestyle="--", label="closest pair of real images")
-    axis.set_xlabel("pixel distance from each synthetic image to its nearest real training image")
+    axis.set_xlabel("feature distance from each synthetic image to its nearest real training image")
     axis.legend(fontsize=8)
     return _png(figure)
+
+
+def _copies(nearest: np.ndarray | None, real, synthetic, classes: list[str], fidelity: dict) -> str:
+    if nearest is None:
+        return "<p class=note>The synthetic images were regenerated after this evaluation: re-run it to see the pairs.</p>"
+    return _closest_pairs(nearest, real, synthetic, classes, fidelity["nearest_real"]["copy_threshold"]) + \
+        _distance_plot(fidelity, nearest[0])
+
+
+def _closest_pairs(nearest: np.ndarray, real, synthetic, classes: list[str], threshold: float) -> str:
+    """The synthetic images closest to a real training image, each beside that image; copies are marked."""
+    distances, index = nearest[0], nearest[1].astype(np.int64)
+    scale = max(1, 64 // real[0].shape[-1])
+    pairs = []
+    for j in np.argsort(distances, kind="stable")[:CLOSEST_PAIRS]:
+        pair = np.concatenate([synthetic[0][j], np.full_like(synthetic[0][j][..., :2], 255), real[0][index[j]]], axis=2)
+        copy = distances[j] < threshold
+        pairs.append(f"<figure class='pair{' copy' if copy else ''}'>{_image(pair.transpose(1, 2, 0), scale, 'synthetic | nearest real')}"
+                     f"<figcaption>{html.escape(classes[synthetic[1][j]])} | real {html.escape(classes[real[1][index[j]]])}, "
+                     f"distance {distances[j]:.3f}{' <b>copy?</b>' if copy else ''}</figcaption></figure>")
+    return f"<div>{''.join(pairs)}</div>"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -135,42 +209,116 @@ def _per_class_table(metrics: dict) -> str:
     return _table(header, rows)
 
 
-def _worst_class_line(gain: dict) -> str:
-    worst = gain.get("worst_class_gain")
-    if worst is None:
-        return ""
-    return (f"<br>worst class: {100 * worst['mean']:+.2f} points (paired per seed), macro-F1: "
-            f"{100 * gain['macro_f1_gain_mean']:+.2f} points")
+SETTING_ADVICE = {"real": "train on the real images as they are",
+                  "real+aug": "train on the real images with classical augmentation",
+                  "real+aug+resampled": "train on the real images with classical augmentation, drawn class-balanced "
+                                        "(a class-balanced sampler)"}
 
 
-def _recommendation(metrics: dict) -> str:
-    """The tool's advice, chosen on the validation split, with its test result (reported, never used to choose)."""
+def _advice(setting: str, share: float) -> str:
+    if setting in SETTING_ADVICE:
+        return SETTING_ADVICE[setting]
+    return (f"train on the real images with classical augmentation and the synthetic images as {100 * share:.0f}% of "
+            f"every batch ({setting})")
+
+
+def _verdict_box(metrics: dict) -> str:
+    """One box that says what to do: the setting chosen on validation, its test result against the best setting
+    without synthetic images, and how to get that training set."""
     choice = metrics.get("recommendation")
-    if not choice:
-        return ""
-    kind = "gain" if choice["use_synthetic"] else "neutral"
-    advice = f"use synthetic data: {choice['setting']}" if choice["use_synthetic"] else \
-        f"do not use synthetic data{': ' + choice['setting'] if choice['setting'] else ''}"
-    result = choice.get("test_result")
-    tested = "" if not result else f"<br>Test accuracy of this setting: {100 * result['mean']:.2f} ± {100 * result['std']:.2f}%"
-    return (f'<div class="verdict {kind}"><b>Recommendation: {html.escape(advice)}</b><br>'
-            f'<span class=note>{html.escape(choice["reason"])}{tested}</span></div>')
+    if not choice or not choice.get("setting"):
+        reason = choice["reason"] if choice else "no recommendation was made"
+        return (f'<div class="verdict neutral"><b>No recommendation</b><br><span class=note>{html.escape(reason)}.'
+                " The comparisons below are on the test images only.</span></div>")
+    setting, result = choice["setting"], choice.get("test_result") or {}
+    if choice["use_synthetic"]:
+        head, kind = "Use the synthetic images", "gain"
+    else:
+        head, kind = "Do not use the synthetic images", "neutral"
+    tested = ""
+    if result:
+        tested = f"Test accuracy of this setting: <b>{100 * result['mean']:.2f} ± {100 * result['std']:.2f}%</b>"
+        gain = result.get("gain")
+        if gain:
+            interval = "" if gain["ci95"] is None else f", 95% CI [{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]"
+            tested += (f" ({100 * gain['mean']:+.2f} points against {html.escape(result['gain_vs'])}{interval}: "
+                       f"{html.escape(gain['verdict'])})")
+        tested += ".<br>"
+    return (f'<div class="verdict {kind}"><b>{head}</b>: {html.escape(_advice(setting, choice.get("synthetic_share", 0.0)))}.'
+            f'<div class="todo">{tested}<span class=note>Chosen on the validation images, never on the test images: '
+            f'{html.escape(choice["reason"])}. <code>augment export --run RUN OUT</code> writes this training set as '
+            "an ImageFolder.</span></div></div>")
 
 
-def _verdicts(metrics: dict) -> str:
-    parts = [_recommendation(metrics)]
+def _gains_table(metrics: dict) -> str:
+    """Every paired comparison on the test images: gain, interval, verdict, worst class."""
+    rows = []
     for name, gain in metrics["gain"].items():
-        kind = {"significant gain": "gain", "significant loss": "loss"}.get(gain["verdict"], "neutral")
-        interval = "" if gain["ci95"] is None else f", 95% CI [{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]"
-        parts.append(f'<div class="verdict {kind}"><b>{html.escape(name)}: {html.escape(gain["verdict"])}</b> '
-                     f'({100 * gain["mean"]:+.2f} points{interval}){_worst_class_line(gain)}<br><span class=note>{html.escape(gain["verdict_note"])}</span></div>')
-    return "".join(parts)
+        treated, baseline = name.split("_vs_")
+        interval = "n/a" if gain["ci95"] is None else f"[{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]"
+        worst = gain.get("worst_class_gain")
+        rows.append([treated, baseline, f"{100 * gain['mean']:+.2f}", interval, gain["verdict"],
+                     "" if worst is None else f"{100 * worst['mean']:+.2f}"])
+    return _table(["condition", "against", "gain (points)", "95% CI", "verdict", "worst-class gain"], rows)
 
 
-def write_report(path: Path, metrics: dict, real, synthetic, distances: np.ndarray, gan_dir: Path, ingest_dir: Path,
-                 stale: str | None = None) -> Path:
-    """Render the report for one evaluation; every figure is embedded, nothing is loaded from the network. `stale`:
-    why the evaluation no longer matches the run's synthetic set (shown above everything)."""
+def _code_version() -> str:
+    """The installed augment version, and the git commit of this checkout when it is one (+ if it has edits)."""
+    try:
+        text = f"augment {metadata.version('augment')}"
+    except metadata.PackageNotFoundError:
+        text = "augment (not installed)"
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
+                               text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return text
+    if commit.returncode == 0:
+        text += f", commit {commit.stdout.strip()}{'+' if dirty.stdout.strip() else ''}"
+    return text
+
+
+def _identity(metrics: dict, ingest_dir: Path, gan_dir: Path, synthetic_dir: Path | None) -> str:
+    """What was run, on what, when, by which code, with which split and how long each stage took."""
+    stats, spec = _read(ingest_dir / "stats.json"), _read(gan_dir / "generator.json")
+    gan, made = _read(gan_dir / "summary.json"), _read(synthetic_dir / "summary.json") if synthetic_dir else {}
+    train, ev = spec.get("train", {}), metrics["config"]
+    counts = [c["train"] for c in stats.get("per_class", {}).values()] or [0]
+    quarantined = stats.get("n_quarantined", 0)
+    seconds = lambda d: f"{d['seconds']:.0f} s" if isinstance(d.get("seconds"), (int, float)) else "n/a"
+    items = [
+        ("dataset", f"{stats.get('dataset', '?')} ({len(metrics['classes'])} classes, {stats.get('image_size', '?')} px, "
+                    f"{'RGB' if stats.get('channels') == 3 else 'gray'})"),
+        ("evaluated", f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC (report rendered)"),
+        ("split", f"{stats.get('n_train', '?')} train ({min(counts)}–{max(counts)} per class), {stats.get('n_val', '?')} "
+                  f"validation, {stats.get('n_test', '?')} test ({stats.get('split', '?')})"),
+        ("code", _code_version()),
+        ("quarantined", f"{quarantined} file(s)" + (f": {ingest_dir / 'quarantine.csv'}" if quarantined else "")),
+        ("GAN", f"{train.get('mode', '?')}, {train.get('steps', '?')} steps, batch {train.get('batch_size', '?')}, "
+                f"keep {train.get('keep', '?')}"),
+        ("synthetic", f"{metrics['n_synthetic']} images ({made.get('per_class', '?')} per class, filter "
+                      f"{made.get('filter', '?')}{', balanced top-up' if made.get('balance') else ''})"),
+        ("classifier", f"{ev.get('model', '?')}, {metrics['classifier_steps']} steps, {metrics['seeds']} paired seeds, "
+                       f"augment {ev.get('augment', '?')} @ {ev.get('augment_probability', '?')}"),
+        ("time per stage", f"ingest {seconds(stats)}, train {seconds(gan)}, generate {seconds(made)}, "
+                           f"evaluate {seconds(metrics)}"),
+    ]
+    cells = "".join(f"<b>{html.escape(k)}</b><span>{html.escape(str(v))}</span>" for k, v in items)
+    return f"<div class=identity>{cells}</div>"
+
+
+def write_report(path: Path, *args, **kwargs) -> Path:
+    """render_report(*args, **kwargs), written to path."""
+    return storage.write_text(path, render_report(*args, **kwargs))
+
+
+def render_report(metrics: dict, real, synthetic, nearest: np.ndarray | None, gan_dir: Path, ingest_dir: Path,
+                  synthetic_dir: Path | None = None, stale: str | None = None) -> str:
+    """The report page for one evaluation; every figure is embedded, nothing is loaded from the network.
+    nearest: 2 x N, every synthetic image's feature distance to its nearest real training image and that image's index.
+    `stale`: why the evaluation no longer matches the run's synthetic set (shown above everything)."""
     conditions = [[n, *(f"{100 * v[f'{s}_mean']:.2f} ± {100 * v[f'{s}_std']:.2f}" for s in ("accuracy", "balanced_accuracy", "macro_f1")),
                    f"{100 * v['worst_class_accuracy_mean']:.1f}"] for n, v in metrics["conditions"].items()]
     fid = metrics["fidelity"]
@@ -182,30 +330,36 @@ def write_report(path: Path, metrics: dict, real, synthetic, distances: np.ndarr
                "gan_training": _read(gan_dir / "summary.json"),
                "evaluate": metrics["config"], "evaluate_seconds": metrics.get("seconds")}
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>augment report</title><style>{STYLE}</style></head><body>
-<h1>Does the synthetic data help?</h1>{_stale(stale)}{_verdicts(metrics)}
+<h1>Does the synthetic data help?</h1>{_identity(metrics, ingest_dir, gan_dir, synthetic_dir)}{_stale(stale)}{_verdict_box(metrics)}
 <p class=note>Classifier trained {metrics['classifier_steps']} steps per run, {metrics['seeds']} seeds per condition (paired: same
 initialisation and real-batch order), tested on {metrics['n_test']} held-out real images that neither the GAN nor
 any choice saw. {metrics['n_train_real']} real training images, {metrics['n_synthetic']} synthetic.</p>
+<h2>Comparisons on the test images</h2>{_gains_table(metrics)}
 <h2>Conditions</h2>{_table(["condition", "accuracy %", "balanced accuracy %", "macro-F1 %", "worst class %"], conditions)}
 {_conditions_plot(metrics)}
+<h2>Confusion matrices</h2><p class=note>Share (%) of each actual class predicted as each class, test images, all seeds.</p>
+{_confusion_plots(metrics)}
 <h2>Per-class gains</h2>{_per_class_plot(metrics)}{_per_class_table(metrics)}
-<h2>Samples: real (left) and synthetic (right)</h2>{_sample_grid(real, synthetic, metrics['classes'])}
+<h2>Samples</h2>{_sample_grid(real, synthetic, metrics['classes'])}
 <h2>Fidelity and diversity</h2><p class=note>In the feature space of {html.escape(fid['feature_space'])}, against the real
 training images. Fréchet distance: lower is closer; precision: share of synthetic images that look real; recall: share
 of the real variety that is reproduced; density/coverage: the same ideas, robust to outliers.</p>
 {_table(["classes", "Fréchet distance", "precision", "recall", "density", "coverage"], fidelity_rows)}
-<p>Nearest-real-image distance: median {near['synthetic_to_real']['q50']:.3f} for synthetic images, {near['real_to_real']['q50']:.3f}
-between real images; <b>{near['suspected_copies']}</b> synthetic images are closer to a real image than any two real images
-are to each other (likely copies).</p>{_distance_plot(fid, distances)}
-<h2>GAN training</h2>{_curves_plot(gan_dir / "losses.csv", [("losses", ["loss_d", "loss_g", "d_real", "d_fake"])],
-                                     "no losses.csv in the GAN folder")}
+<h3>Copies of training images</h3><p>All {near['checked']} synthetic images were checked against every real training
+image in the same features. Median distance to the nearest real image: {near['synthetic_to_real']['q50']:.3f} for synthetic
+images, {near['real_to_real']['q50']:.3f} between real images; <b>{near['suspected_copies']}</b> synthetic images are closer to
+a real image than the closest two real images are to each other ({near['copy_threshold']:.3f}): suspected copies.
+The {CLOSEST_PAIRS} closest, each (left) beside its nearest real image (right), with their classes:</p>
+{_copies(nearest, real, synthetic, metrics['classes'], fid)}
+<h2>GAN training</h2><p class=note>Sample grids of the EMA generator during training:</p>{_progress_grids(gan_dir)}
+{_curves_plot(gan_dir / "losses.csv", [("losses", ["loss_d", "loss_g", "d_real", "d_fake"])], "no losses.csv in the GAN folder")}
 <p class=note>Fidelity of the EMA generator's samples during training, in the features of a quick classifier trained on
 the real training images:</p>{_curves_plot(gan_dir / "quality.csv", [("Fréchet distance (lower is closer)", ["frechet_distance"]),
                                          ("", ["precision", "recall", "density", "coverage"])],
                                         "no quality.csv in the GAN folder (train.track_quality is off)")}
 <h2>Configuration and timings</h2><pre>{html.escape(json.dumps(context, indent=2))}</pre>
 </body></html>"""
-    return storage.write_text(path, page)
+    return page
 
 
 def _stale(reason: str | None) -> str:

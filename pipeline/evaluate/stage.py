@@ -19,7 +19,7 @@ from pipeline.evaluate import fidelity
 from pipeline.evaluate.classifier import (SmallCNN, conditions_for, embed, imbalance_ratio, predict, share_of,
                                           train_classifier)
 from pipeline.evaluate.recommend import recommend
-from pipeline.evaluate.report import write_report
+from pipeline.evaluate.report import confusion_conditions, render_report
 from pipeline.evaluate.stats import paired_gain, summarize, verdict, verdict_note
 from pipeline.progress import logger, track
 
@@ -31,7 +31,8 @@ GAINS = {"real+synthetic_vs_real": ("real+synthetic", "real"),
          "real+aug+topup_vs_real+aug+resampled": ("real+aug+topup", "real+aug+resampled")}
 SCORES = ("accuracy", "balanced_accuracy", "macro_f1")
 FEATURE_CONDITION = "real+aug"  # seed 0's model of this condition defines the fidelity feature space
-NEAREST_REAL = "nearest_real.npy"  # every synthetic image's distance to its nearest real training image (report)
+NEAREST_REAL = "nearest_real.npy"  # 2 x N: every synthetic image's feature distance to its nearest real training image,
+                                   # and that image's index in the training arrays (the report's copy check)
 
 
 def load_synthetic(synthetic_dir: str | Path, classes: list[str], shape: tuple[int, ...],
@@ -115,7 +116,7 @@ def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Pat
         seed_records, model = _seed_records(config, seed, inputs, device)
         records += seed_records
         feature_model = model if model is not None else feature_model
-    return _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir, start)
+    return _write(config, records, feature_model, inputs, gan_dir, ingest_dir, synthetic_dir, out_dir, start)
 
 
 SEEDS_FOLDER = "seeds"  # evaluation/seeds/: one seed's rows when seeds fan out; replaced by the aggregated outputs
@@ -158,10 +159,11 @@ def aggregate(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str
     device = pick_device(config.device)
     feature_model = SmallCNN(real[0].shape[1], len(classes), real[0].shape[-1], config.width)
     feature_model.load_state_dict(storage.load_tensors(folder / "feature_model.safetensors"))
-    return _write(config, records, prepare_module(feature_model, device).eval(), inputs, gan_dir, ingest_dir, out_dir, start)
+    return _write(config, records, prepare_module(feature_model, device).eval(), inputs, gan_dir, ingest_dir,
+                  synthetic_dir, out_dir, start)
 
 
-def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir, start) -> dict:
+def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, synthetic_dir, out_dir, start) -> dict:
     """Summarise the per-seed records into metrics.json, runs.csv and report.html."""
     classes, real, val, test, synthetic = inputs
     device, conditions = pick_device(config.device), conditions_for(config, real[1], len(classes))
@@ -178,37 +180,65 @@ def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, out_dir,
                  if {treated, baseline} <= names},
         "recommendation": _recommendation(records, conditions, config, classes, real[1], val[1]),
     }
-    metrics["fidelity"], copy_distances = _fidelity(feature_model, real, synthetic, classes, device)
+    metrics["fidelity"], nearest = _fidelity(feature_model, real, synthetic, classes, device)
+    metrics["seconds"] = round(time.perf_counter() - start, 1)  # the report renders from these metrics: its time is left out
+    page = render_report(metrics, real, synthetic, nearest, Path(gan_dir), Path(ingest_dir), Path(synthetic_dir))
+    # Everything that can fail is done: only now is the folder (and the seed files it was built from) replaced.
     out = storage.fresh_dir(out_dir)
     storage.write_csv(out / "runs.csv", ["seed", "condition", *SCORES, "seconds"],
                       [[r["seed"], r["condition"], *(round(r[s], 6) for s in SCORES), round(r["seconds"], 2)] for r in records])
-    metrics["seconds"] = round(time.perf_counter() - start, 1)  # the report renders from these metrics: its time is left out
-    storage.save_array(out / NEAREST_REAL, copy_distances)  # lets `augment report` re-render without the feature model
-    write_report(out / "report.html", metrics, real, synthetic, copy_distances, Path(gan_dir), Path(ingest_dir))
+    _write_confusions(out / CONFUSION_DIR, metrics)
+    storage.save_array(out / NEAREST_REAL, nearest)  # lets `augment report` re-render without the feature model
+    storage.write_text(out / "report.html", page)
     storage.write_json(out / HEADLINE, headline(metrics))
     storage.write_json(out / "metrics.json", metrics)  # last: its presence means the evaluation finished
     return metrics
 
 
+CONFUSION_DIR = "confusion"  # one actual,predicted CSV per condition drawn, for DVC's confusion template
+
+
+def _write_confusions(folder: Path, metrics: dict) -> None:
+    """One row per test prediction (summed over seeds: seeds x n_test rows), the layout DVC's confusion template counts."""
+    classes = metrics["classes"]
+    for name in confusion_conditions(metrics):
+        matrix = np.asarray(metrics["conditions"][name]["confusion_matrix"])
+        rows = [[classes[a], classes[p]] for a, p in zip(*np.nonzero(matrix)) for _ in range(matrix[a, p])]
+        storage.write_csv(folder / f"{name}.csv", ["actual", "predicted"], rows)
+
+
 HEADLINE = "headline.json"  # the DVC metric: at most 20 flat numbers, readable in `dvc metrics diff` / `dvc exp show`
-HEADLINE_GAINS = {"real+synthetic_vs_real": "syn_vs_real", "real+aug+synthetic_vs_real+aug": "syn_vs_aug",
-                  "real+aug+synthetic_vs_real+aug+resampled": "syn_vs_resampled",
-                  "real+aug+topup_vs_real+aug+resampled": "topup_vs_resampled"}
+# Short names, so a two-experiment `dvc exp show` fits a 120-column terminal (README: Versioning with DVC).
+HEADLINE_CONDITIONS = {"real": "real", "real+aug": "aug", "real+aug+resampled": "res", "real+aug+synthetic": "syn",
+                       "real+aug+topup": "topup"}
+HEADLINE_GAINS = {"real+synthetic_vs_real": "syn-real", "real+aug+synthetic_vs_real+aug": "syn-aug",
+                  "real+aug+synthetic_vs_real+aug+resampled": "syn-res", "real+aug+topup_vs_real+aug+resampled": "topup-res"}
+
+
+def _short(name: str) -> str:
+    """real+aug+synthetic@0.25 -> syn@0.25; names without a short form stay as they are."""
+    base, at, share = name.partition("@")
+    return HEADLINE_CONDITIONS.get(base, base) + at + share
 
 
 def headline(metrics: dict) -> dict[str, float]:
-    """Test accuracy (%) of every condition but real+synthetic (its gain over real is listed), CAS (the synthetic-only
-    classifier's accuracy), every gain with its 95% CI bounds (points), and the Fréchet distance: 20 numbers at most."""
+    """Test accuracy (%) of every condition but real+synthetic (its gain over real is listed) and of the
+    recommendation (acc.pick), CAS (the synthetic-only classifier's accuracy), every gain (points) with its 95% CI
+    bounds but syn-real's, and the Fréchet distance: 19 numbers at most with one candidate share."""
     pct = lambda value: None if value is None else round(100 * value, 2)
-    numbers = {f"acc.{name}": pct(c["accuracy_mean"]) for name, c in metrics["conditions"].items()
+    numbers = {f"acc.{_short(name)}": pct(c["accuracy_mean"]) for name, c in metrics["conditions"].items()
                if name not in ("real+synthetic", "synthetic")}
+    result = (metrics.get("recommendation") or {}).get("test_result")
+    if result:
+        numbers["acc.pick"] = pct(result["mean"])
     if "synthetic" in metrics["conditions"]:
         numbers["cas"] = pct(metrics["conditions"]["synthetic"]["accuracy_mean"])
     for name, gain in metrics["gain"].items():
         short = HEADLINE_GAINS.get(name, name)
         numbers[f"gain.{short}"] = pct(gain["mean"])
-        low, high = gain["ci95"] if gain.get("ci95") else (None, None)
-        numbers[f"gain.{short}.lo"], numbers[f"gain.{short}.hi"] = pct(low), pct(high)
+        if short != "syn-real":  # no augmentation on either side: the least telling gain, listed without bounds
+            low, high = gain["ci95"] if gain.get("ci95") else (None, None)
+            numbers[f"gain.{short}.lo"], numbers[f"gain.{short}.hi"] = pct(low), pct(high)
     numbers["fd"] = round(metrics["fidelity"]["frechet_distance"], 3)
     return {key: value for key, value in numbers.items() if value is not None}
 
@@ -267,8 +297,9 @@ def _recommendation(records: list[dict], conditions, config: EvaluateConfig, cla
 
 
 def _fidelity(model, real, synthetic, classes, device) -> tuple[dict, np.ndarray]:
-    """Fidelity of the synthetic set against the real TRAINING images (never the test set); also returns every
-    synthetic image's distance to its nearest real image (for the report's histogram)."""
+    """Fidelity of the synthetic set against the real TRAINING images (never the test set); also returns, for every
+    synthetic image, its feature distance to its nearest real training image and that image's index (2 x N: the
+    report's histogram and its copy pairs)."""
     rng = np.random.default_rng(0)
     # Random subsets: the arrays are ordered by class, so a prefix would leave whole classes out.
     pick = lambda n: np.sort(rng.permutation(n)[:fidelity.MAX_SAMPLES])
@@ -277,8 +308,10 @@ def _fidelity(model, real, synthetic, classes, device) -> tuple[dict, np.ndarray
     real_x, real_y = real[0][keep], real[1][keep]
     report = fidelity.fidelity_report(embed(model, real_x, device), real_y, embed(model, fake_x, device), fake_y, classes)
     report["feature_space"] = f"penultimate layer of the classifier trained on the real training split ({FEATURE_CONDITION}, seed 0)"
-    report["nearest_real"] = fidelity.nearest_real(real_x, fake_x)
-    return report, np.asarray(report["nearest_real"].pop("distances"))
+    # Copies: every synthetic image against every real training image, in the same features.
+    report["nearest_real"] = fidelity.nearest_real(embed(model, real[0], device), embed(model, synthetic[0], device))
+    distances, nearest = report["nearest_real"].pop("distances"), report["nearest_real"].pop("nearest")
+    return report, np.stack([distances, nearest]).astype(np.float64)
 
 
 def result_rows(metrics: dict) -> list[list[str]]:
