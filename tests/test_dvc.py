@@ -14,8 +14,8 @@ from conftest import BIN, ROOT, TINY
 
 STAGES = ("ingest", "train", "generate", "evaluate")
 # README, Versioning with DVC: experiments side by side in 120 columns (what changed, the baseline, the pick).
-EXP_SHOW_VIEW = ["--only-changed", "--drop", r"Created|outputs/|.*\.(lo|hi)$|.*@|gain\.syn-real",
-                 "--keep", r"acc\.(aug|res|pick)$"]
+EXP_SHOW_VIEW = ["--only-changed", "--drop", r"Created|outputs/|.*\.(lo|hi)$|.*@|gain\.(syn-real|topup-res)|acc\.topup|cas|fd",
+                 "--keep", r"acc\.(aug|res|pick)$"]  # on imbalanced data (acc.res, gain.syn-res as well): 118 columns
 
 
 def sh(args, cwd, env, check=True):
