@@ -92,6 +92,8 @@ def confusion_conditions(metrics: dict) -> list[str]:
 def _confusion_plots(metrics: dict) -> str:
     """Row-normalised confusion matrices (share of each actual class predicted as each class, all seeds)."""
     names, classes = confusion_conditions(metrics), metrics["classes"]
+    if not names:
+        return ""
     figure, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
     for axis, name in zip(axes[0], names):
         matrix = np.asarray(metrics["conditions"][name]["confusion_matrix"], dtype=float)
