@@ -126,10 +126,12 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="Override one key (repeatable).")
     parser.add_argument("--leakage", action="store_true", help="also measure class leakage with an oracle (other MNIST images)")
     parser.add_argument("--name", default=None, help="results file stem (default rare_classes_<profile>)")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="which MNIST images form the split (0: the split every results file so far used)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix=f"rare-{args.profile}-"))
-    counts = write_split(args.mnist, work / "data", counts_per_class=PROFILES[args.profile])
+    counts = write_split(args.mnist, work / "data", seed=args.split_seed, counts_per_class=PROFILES[args.profile])
     config = config_module.load(None, [f"ingest.dataset={work / 'data'}", f"evaluate.seeds={args.seeds}", *args.overrides])
     clock, seconds = time.perf_counter(), {}
     stages = [("ingest", lambda: ingest.run(config.ingest, work / "ingest")),
@@ -146,12 +148,12 @@ def main() -> None:
     metrics = outputs["evaluate"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
     command = "python benchmarks/rare_classes.py " + " ".join(sys.argv[1:])
-    result = {"command": command, "profile": args.profile, "split_counts": counts, "seeds": args.seeds, "threads": args.threads,
+    result = {"command": command, "profile": args.profile, "split_seed": args.split_seed, "split_counts": counts, "seeds": args.seeds, "threads": args.threads,
               "train_counts": {c: v["train"] for c, v in outputs["ingest"]["per_class"].items()}, "n_test": metrics["n_test"],
               "seconds": seconds, "commit": commit, "summary": summarize(metrics, counts), "gain": metrics["gain"],
               "imbalance_ratio": metrics["imbalance_ratio"], "config": config.to_dict()}
     if args.leakage:
-        result["leakage"] = oracle_agreement(args.mnist, counts, work)
+        result["leakage"] = oracle_agreement(args.mnist, counts, work, seed=args.split_seed)
     stem = args.name or f"rare_classes_{args.profile}"
     storage.write_json(args.out / f"{stem}.json", result)
     storage.write_text(args.out / f"{stem}.md", markdown(result))
