@@ -29,12 +29,11 @@ import torch
 
 from pipeline import config as config_module
 from pipeline import ingest, storage
-from pipeline.evaluate import classifier
-from pipeline.evaluate.stats import paired_gain, verdict
+from pipeline import classifier
+from pipeline.metrics.stats import paired_gain, verdict
 
-sys.path.insert(0, str(Path(__file__).parent))
-from imbalanced_split import class_names, link_files, shuffled_files  # noqa: E402
-from sample_photos import COUNTS, write_photos  # noqa: E402
+from imbalanced_split import class_names, link_files, shuffled_files
+from sample_photos import COUNTS, write_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ("affine,elastic", 0.5)  # the reference: the default before this measurement (now elastic@1)

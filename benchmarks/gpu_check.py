@@ -8,7 +8,7 @@ seconds per stage; the same micro-benchmarks on the CPU for the ratio. Installs 
     python benchmarks/gpu_check.py --device cpu --out benchmarks/results/gpu_check_cpu   # the CPU reference runs
 
 Every figure comes from the project's own code: the GAN step of pipeline.gan.step (what both trainers run), the
-evaluate stage's classifier (pipeline.evaluate.classifier.train_classifier), pipeline.generate.run, and the `augment`
+evaluate stage's classifier (pipeline.classifier.train_classifier), pipeline.generate.run, and the `augment`
 command. Random pixels stand in for images where speed does not depend on content.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from pipeline import config as config_module
 from pipeline import device as device_module
 from pipeline import generate, storage
-from pipeline.evaluate import classifier
+from pipeline import classifier
 from pipeline.gan.networks import build_generator, default_width
 from pipeline.plan import time_gan_steps
 

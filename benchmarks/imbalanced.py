@@ -22,13 +22,12 @@ from sklearn.metrics import f1_score
 from pipeline import config as config_module
 from pipeline import generate, ingest, storage
 from pipeline.device import pick_device
-from pipeline.evaluate.classifier import CONDITIONS, predict, train_classifier
+from pipeline.classifier import CONDITIONS, predict, train_classifier
 from pipeline.evaluate.stage import load_synthetic
-from pipeline.evaluate.stats import paired_gain
+from pipeline.metrics.stats import paired_gain
 from pipeline.gan import train
 
-sys.path.insert(0, str(Path(__file__).parent))
-from imbalanced_split import write_split  # noqa: E402
+from imbalanced_split import write_split
 
 CONDITION = {c.name: c for c in CONDITIONS}
 # (label, classifier condition, synthetic set); each treated run is paired with its baseline by seed.

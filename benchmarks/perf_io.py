@@ -130,14 +130,12 @@ def stage_peaks(marks: dict, samples: list) -> dict:
 
 
 def png_compress_level() -> int:
-    """The compress level pipeline/generate.py writes PNGs with (read from its source, so the bound follows it)."""
-    from pipeline import generate
+    """The compress level generation writes PNGs with (pipeline.storage.write_png's default, so the bound follows it)."""
     import inspect
 
-    found = re.search(r"compress_level\s*=\s*(\d)", inspect.getsource(generate._write_png))
-    if not found:
-        raise RuntimeError("cannot find compress_level in pipeline/generate.py's _write_png; update benchmarks/perf_io.py")
-    return int(found.group(1))
+    from pipeline import storage
+
+    return inspect.signature(storage.write_png).parameters["compress_level"].default
 
 
 _PIXELS: np.ndarray | None = None  # set before the pool forks, so the children inherit the arrays without copies
@@ -155,10 +153,10 @@ def _encode(bounds: tuple[int, int]) -> int:
 
 
 def _encode_and_write(bounds: tuple[int, int]) -> int:
-    from pipeline.generate import _write_png  # the pipeline's own writer: encode, temp file, rename
+    from pipeline.storage import write_png  # the pipeline's own writer: encode, temp file, rename
 
     for index in range(*bounds):
-        _write_png(_FOLDER / f"{index:06d}.png", _PIXELS[index])
+        write_png(_FOLDER / f"{index:06d}.png", _PIXELS[index])
     return bounds[1] - bounds[0]
 
 
@@ -187,7 +185,7 @@ def generated_pixels(gan_dir: Path, per_class: int, batch_size: int) -> tuple[np
     from pipeline.gan.networks import to_uint8
 
     config = GenerateConfig(per_class=per_class, batch_size=batch_size, device="cpu", filter="none")
-    generator, spec, _ = generate._load_generator(gan_dir, torch.device("cpu"))
+    generator, spec, _ = generate.load_generator(gan_dir, torch.device("cpu"))
     jobs = [(c, i) for c in range(len(spec["classes"])) for i in range(per_class)]
     parts, noise_seconds, forward_seconds = [], 0.0, 0.0
     with torch.no_grad():

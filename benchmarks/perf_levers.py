@@ -105,19 +105,19 @@ def generator_levers(gan_dir: Path | None, images: int, rounds: int) -> tuple[di
 
 def writing_levers(pixels, rounds: int) -> dict:
     import perf_io
-    from pipeline.generate import _write_png
+    from pipeline.storage import write_png
 
     def threads_4():
         with tempfile.TemporaryDirectory(dir="/tmp") as folder, ThreadPoolExecutor(4) as pool:
             clock = time.perf_counter()
-            list(pool.map(lambda i: _write_png(Path(folder) / f"{i:06d}.png", pixels[i]), range(len(pixels))))
+            list(pool.map(lambda i: write_png(Path(folder) / f"{i:06d}.png", pixels[i]), range(len(pixels))))
             return len(pixels) / (time.perf_counter() - clock)
 
     def serial():
         with tempfile.TemporaryDirectory(dir="/tmp") as folder:
             clock = time.perf_counter()
             for i in range(len(pixels)):
-                _write_png(Path(folder) / f"{i:06d}.png", pixels[i])
+                write_png(Path(folder) / f"{i:06d}.png", pixels[i])
             return len(pixels) / (time.perf_counter() - clock)
 
     def processes_2():

@@ -6,7 +6,6 @@ import json
 import shlex
 from pathlib import Path
 
-from synthetic_value import _stage_seconds as stage_seconds  # noqa: F401  (one reader of the stages' seconds)
 
 
 def row_command(row_id: str, args: argparse.Namespace) -> str:

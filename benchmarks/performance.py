@@ -27,7 +27,8 @@ from pathlib import Path
 import perf_io
 import perf_train
 import torch
-from perf_report import markdown, merge_results, row_command, stage_seconds
+from perf_report import markdown, merge_results, row_command
+from synthetic_value import stage_seconds
 from pipeline.device import set_threads
 
 ROOT = Path(__file__).resolve().parent.parent

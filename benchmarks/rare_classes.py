@@ -11,7 +11,6 @@ among eight of 100. The test images are only read by the evaluate stage's final 
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,13 +22,12 @@ import torch
 
 from pipeline import config as config_module
 from pipeline import generate, ingest, storage
-from pipeline.evaluate import classifier
+from pipeline import classifier
 from pipeline.evaluate import stage as evaluate_stage
-from pipeline.evaluate.stats import paired_gain, verdict
+from pipeline.metrics.stats import paired_gain, verdict
 from pipeline.gan import train
 
-sys.path.insert(0, str(Path(__file__).parent))
-from imbalanced_split import PROFILES, class_names, link_files, shuffled_files, write_split  # noqa: E402
+from imbalanced_split import PROFILES, class_names, link_files, shuffled_files, write_split
 
 BASELINES = ("real+aug", "real+aug+resampled")  # what a practitioner would use instead of synthetic images
 

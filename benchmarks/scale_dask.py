@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def start_server(home: Path) -> tuple[subprocess.Popen, str]:

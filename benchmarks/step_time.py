@@ -1,5 +1,5 @@
 """Seconds per GAN training step at several image sizes, through the real training loop (pipeline.gan.train), and
-seconds per step of the evaluate stage's classifier (pipeline.evaluate.classifier.train_classifier, real+aug) — where
+seconds per step of the evaluate stage's classifier (pipeline.classifier.train_classifier, real+aug) — where
 it has a strided stem (from 64 px) also without it (pooling from the full size, as before the stem existed)."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 
 from pipeline import config as config_module
 from pipeline import storage
-from pipeline.evaluate import classifier
+from pipeline import classifier
 from pipeline.gan import train
 from pipeline.gan.networks import Discriminator, build_generator
 

@@ -71,7 +71,7 @@ def main() -> None:
         "augment_command": " ".join(command), "wall_seconds": round(wall, 1),
         "evaluate_command": " ".join(evaluate), "evaluate_wall_seconds": round(evaluate_wall, 1),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-        "stage_seconds": _stage_seconds(out), "default_run": _brief(default),
+        "stage_seconds": stage_seconds(out), "default_run": _brief(default),
         "n_train_real": metrics["n_train_real"], "n_val": metrics["n_val"],
         "n_test": metrics["n_test"], "seeds": metrics["seeds"],
         "conditions": {name: {k: c[k] for k in ("accuracy_mean", "accuracy_std", "accuracy_runs", "macro_f1_mean",
@@ -94,7 +94,7 @@ def _brief(metrics: dict) -> dict:
             "recommendation": {k: metrics["recommendation"].get(k) for k in ("use_synthetic", "setting", "reason")}}
 
 
-def _stage_seconds(out: Path) -> dict:
+def stage_seconds(out: Path) -> dict:
     read = lambda path: json.loads(path.read_text()) if path.is_file() else {}
     return {"ingest": read(out / "ingest" / "stats.json").get("seconds"), "train": read(out / "gan" / "summary.json").get("seconds"),
             "generate": read(out / "synthetic" / "summary.json").get("seconds"),

@@ -13,14 +13,15 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from flows import versioning
-from flows.runners import RUNNERS, limit_torch_threads, task_runner
-from flows.stages import STAGES, run_stage
+from flows.names import RUNNERS, STAGES
+from flows.runners import limit_torch_threads, task_runner
+from flows.stages import run_stage
+from flows.tables import result_rows
 from pipeline import config as config_module
 from pipeline import device
 from pipeline import generate, storage
 from pipeline.errors import AugmentError, TransientError
 from pipeline.evaluate import stage as evaluate_stage
-from pipeline.evaluate.stage import result_rows
 from pipeline.gan import per_class
 from pipeline.ingest import check_output_location
 

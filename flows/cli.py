@@ -1,9 +1,6 @@
 """The `augment` command line: parse typed options, build one config, call one function."""
 from __future__ import annotations
 
-import atexit
-import logging
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -11,20 +8,20 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
+from flows.process import bound_shutdown, console, filter_user_error_tracebacks, run_app
+from flows.names import Runner, Stage
 from pipeline import config as config_module
 from pipeline.errors import AugmentError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train a class-conditional GAN on a small image folder and measure whether its images help a classifier.")
-console = Console(stderr=True, soft_wrap=True)
 
 ParamsOption = Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read; default: ./params.yaml when present, else built-in defaults.")]
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override one key, e.g. --set train.steps=300 (repeatable).")]
-PerClassOption = Annotated[Optional[int], typer.Option(help="Synthetic images to generate per class (generate.per_class).")]
-RunnerOption = Annotated[str, typer.Option(help="Where fanned-out tasks (per-class generators, classifier seeds) run: local (one at a time) or dask.")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override one key, e.g. --set train.steps=300 (repeatable; `augment options` lists every key).")]
+PerClassOption = Annotated[Optional[int], typer.Option(help=f"generate.per_class: {config_module.help_for('generate.per_class')}.")]
+RunnerOption = Annotated[Runner, typer.Option(help="Where fanned-out tasks (per-class generators, classifier seeds) run: local (one at a time) or dask.")]
 DaskAddressOption = Annotated[Optional[str], typer.Option(help="An existing Dask scheduler, e.g. tcp://host:8786 (with --runner dask); default: a LocalCluster on this machine.")]
 DaskWorkersOption = Annotated[Optional[int], typer.Option(help="Worker processes of the LocalCluster (1 thread each); default: one per CPU core.")]
 TorchThreadsOption = Annotated[Optional[int], typer.Option(help="torch threads per task with --runner dask; default 1 (one worker per core).")]
@@ -51,32 +48,6 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_versio
     """Train a class-conditional GAN on a small image folder and measure whether its images help a classifier."""
 
 
-def _quiet_environment() -> None:
-    """Offline-safe Prefect and DVC defaults; a user's own settings win."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "augment")
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-
-
-def _setup_logging() -> None:
-    handler = RichHandler(console=console, show_path=False, show_time=False)
-    logger = logging.getLogger("augment")
-    logger.setLevel(logging.INFO)
-    if not logger.handlers:
-        logger.addHandler(handler)
-    logger.propagate = False
-
-
-class _ShortUserErrors(logging.Filter):
-    """Drop the traceback from Prefect's log record of a user error; the CLI prints its one-line message."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], AugmentError):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
 def _load_config(params: Optional[Path], overrides: list[str]) -> config_module.Config:
     if params is None and Path("params.yaml").is_file():
         params = Path("params.yaml")
@@ -85,7 +56,7 @@ def _load_config(params: Optional[Path], overrides: list[str]) -> config_module.
 
 
 def _print_result(metrics: dict, out_dir: Path) -> None:
-    from pipeline.evaluate.stage import result_rows
+    from flows.tables import result_rows
 
     table = Table(title=f"held-out real test images: {metrics['n_test']}, classifier seeds: {metrics['seeds']}")
     for column in ("condition", "accuracy (%)", "runs / 95% interval"):
@@ -98,14 +69,14 @@ def _print_result(metrics: dict, out_dir: Path) -> None:
 
 @app.command()
 def run(
-    dataset: Annotated[Optional[Path], typer.Option(help="ImageFolder with one sub-folder per class (optionally train/ and test/).")] = None,
-    per_class: Annotated[Optional[int], typer.Option(help="Synthetic images to generate per class (generate.per_class); with --balance, the target total of real + synthetic images per class.")] = None,
-    balance: Annotated[Optional[bool], typer.Option("--balance/--no-balance", help="Top up every class to the same total: to --per-class if given, else to the largest class's real training count (generate.balance).")] = None,
+    dataset: Annotated[Optional[Path], typer.Option(help=f"ingest.dataset: {config_module.help_for('ingest.dataset')}.")] = None,
+    per_class: PerClassOption = None,
+    balance: Annotated[Optional[bool], typer.Option("--balance/--no-balance", help=f"generate.balance: {config_module.help_for('generate.balance')}; the target is --per-class if given, else the largest class's real training count.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder; default: runs/<dataset folder name> (outputs/ in a DVC project).")] = None,
     params: ParamsOption = None,
     set_: SetOption = None,
     dvc: Annotated[Optional[bool], typer.Option("--dvc/--no-dvc", help="Run the stages through `dvc repro` so dvc.lock versions them; default: when the current folder is a DVC project and --out is not another folder.")] = None,
-    runner: RunnerOption = "local",
+    runner: RunnerOption = Runner.local,
     dask_address: DaskAddressOption = None,
     dask_workers: DaskWorkersOption = None,
     torch_threads: TorchThreadsOption = None,
@@ -118,7 +89,7 @@ def run(
     from pipeline.ingest import check_output_location
 
     overrides, config = _config_with_shorthands(dataset, per_class, params, set_, out, balance)
-    task_runner(runner, dask_address, dask_workers, torch_threads)  # checks the options before anything starts
+    task_runner(runner.value, dask_address, dask_workers, torch_threads)  # checks the options before anything starts
     use_dvc = dvc
     if use_dvc is None:  # by default DVC versions the run in a DVC project, unless --out names another folder
         use_dvc = versioning.is_dvc_project(Path.cwd()) and (out is None or out.resolve() == versioning.DVC_OUT.resolve())
@@ -128,9 +99,9 @@ def run(
         return _print_plan(config)
     if use_dvc:
         _check_dvc_mode(params, out)
-        if runner != "local":
+        if runner is not Runner.local:
             raise AugmentError("--runner dask fans out tasks of the Prefect flow; in a DVC project add --no-dvc")
-    _filter_user_error_tracebacks()
+    filter_user_error_tracebacks()
     if use_dvc:
         changed = versioning.write_overrides(Path("params.yaml"), config, overrides)
         if changed:
@@ -146,7 +117,7 @@ def run(
         out_dir = out or Path("runs") / Path(config.ingest.dataset).resolve().name
         check_output_location(config.ingest.dataset, out_dir)
         with output_lock(out_dir):  # DVC mode needs none: dvc repro holds the repo's own lock
-            metrics = augment_flow(params=config.to_dict(), out_dir=str(out_dir), runner=runner, dask_address=dask_address,
+            metrics = augment_flow(params=config.to_dict(), out_dir=str(out_dir), runner=runner.value, dask_address=dask_address,
                                    dask_workers=dask_workers, torch_threads=torch_threads)
     _print_result(metrics, out_dir)
 
@@ -213,9 +184,9 @@ def _scheduled_parameters(dataset, cron, per_class, params, set_, out, runner, d
 
     deploy.check_cron(cron)
     _, config = _config_with_shorthands(dataset, per_class, params, set_, out)
-    task_runner(runner, dask_address, dask_workers, torch_threads)
+    task_runner(runner.value, dask_address, dask_workers, torch_threads)
     check_output_location(config.ingest.dataset, out)
-    return deploy.flow_parameters(config, out, runner, dask_address, dask_workers, torch_threads)
+    return deploy.flow_parameters(config, out, runner.value, dask_address, dask_workers, torch_threads)
 
 
 @app.command()
@@ -227,7 +198,7 @@ def serve(
     out: ScheduledOutOption = Path("runs/scheduled"),
     params: ParamsOption = None,
     set_: SetOption = None,
-    runner: RunnerOption = "local",
+    runner: RunnerOption = Runner.local,
     dask_address: DaskAddressOption = None,
     dask_workers: DaskWorkersOption = None,
     torch_threads: TorchThreadsOption = None,
@@ -236,47 +207,13 @@ def serve(
     from flows import deploy
 
     parameters = _scheduled_parameters(dataset, cron, per_class, params, set_, out, runner, dask_address, dask_workers, torch_threads)
-    _filter_user_error_tracebacks()
-    _bound_shutdown(f"stopped serving augment/{name}")
+    filter_user_error_tracebacks()
+    bound_shutdown(f"stopped serving augment/{name}")
     try:
         deploy.serve(name, cron, parameters)
     except KeyboardInterrupt:
         pass
     console.print(f"stopped serving augment/{name}")
-
-
-SHUTDOWN_SECONDS = 30
-
-
-def _drop_cancelled_callbacks(record: logging.LogRecord) -> bool:
-    """While `serve` shuts down, Prefect's runner cancels the tasks that serve its control-channel connections, and
-    Python 3.11's asyncio streams then log each cancelled one as an ERROR with a CancelledError traceback (3.12
-    checks for cancellation first). That is not a failure of the run; everything else asyncio logs still shows."""
-    import asyncio
-
-    error = record.exc_info[1] if record.exc_info else None
-    return not (isinstance(error, asyncio.CancelledError) and record.getMessage().startswith("Exception in callback"))
-
-
-def _bound_shutdown(message: str) -> None:
-    """Ctrl-C must stop `serve`: Prefect's runner once hung for over a minute while shutting down (in the test suite,
-    under load), so after a Ctrl-C it gets SHUTDOWN_SECONDS to finish cleanly, then the process exits anyway."""
-    import signal
-    import threading
-
-    def on_interrupt(signum, frame):
-        def force() -> None:
-            console.print(f"{message} (shutdown forced after {SHUTDOWN_SECONDS} s)")
-            os._exit(0)
-
-        timer = threading.Timer(SHUTDOWN_SECONDS, force)
-        timer.daemon = True  # a clean shutdown does not wait for it
-        timer.start()
-        logging.getLogger("asyncio").addFilter(_drop_cancelled_callbacks)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_interrupt)
 
 
 @app.command("deploy")
@@ -289,7 +226,7 @@ def deploy_command(
     out: ScheduledOutOption = Path("runs/scheduled"),
     params: ParamsOption = None,
     set_: SetOption = None,
-    runner: RunnerOption = "local",
+    runner: RunnerOption = Runner.local,
     dask_address: DaskAddressOption = None,
     dask_workers: DaskWorkersOption = None,
     torch_threads: TorchThreadsOption = None,
@@ -301,11 +238,6 @@ def deploy_command(
     deployment_id = deploy.deploy(name, cron, pool, parameters)
     console.print(f"deployment augment/{name} ({deployment_id}) on work pool '{pool}', schedule '{cron}'; "
                   f"start a worker: prefect worker start --pool {pool}")
-
-
-def _filter_user_error_tracebacks() -> None:
-    for name in ("prefect.task_runs", "prefect.flow_runs"):
-        logging.getLogger(name).addFilter(_ShortUserErrors())
 
 
 def _check_dvc_mode(params: Optional[Path], out: Optional[Path]) -> None:
@@ -321,7 +253,7 @@ def _check_dvc_mode(params: Optional[Path], out: Optional[Path]) -> None:
 
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help="One of: ingest, train, generate, evaluate.")],
+    name: Annotated[Stage, typer.Argument(help="The stage to run.")],
     out: Annotated[Path, typer.Option(help="Output folder holding the stage folders.")] = Path("outputs"),
     params: ParamsOption = None,
     set_: SetOption = None,
@@ -329,8 +261,8 @@ def stage(
     """Run one stage without Prefect (what dvc.yaml calls); reads its inputs from earlier stages in --out."""
     from flows.stages import run_stage
 
-    result = run_stage(name, _load_config(params, list(set_ or [])), out)
-    if name == "evaluate":
+    result = run_stage(name.value, _load_config(params, list(set_ or [])), out)
+    if name is Stage.evaluate:
         _print_result(result, out)
 
 
@@ -400,25 +332,19 @@ def export_digits(
     console.print(f"wrote scikit-learn digits to {out}")
 
 
-_pending_error: list[str] = []
-
-
-def _print_pending_error() -> None:
-    for message in _pending_error:
-        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+@app.command()
+def options() -> None:
+    """Every config key: its default, what it accepts and what it does (the table of docs/options.md)."""
+    table = Table(title="config keys (params.yaml sections; override with --set section.key=value)")
+    for column in ("key", "default", "accepts", "meaning"):
+        table.add_column(column)
+    for section in config_module.SECTIONS:
+        for field, kind in config_module.fields(section):
+            table.add_row(f"{section}.{field.name}", str(field.default), config_module.allowed(kind, field.metadata).replace("`", "").replace("\\|", "|"),
+                          field.metadata["help"])
+    Console(width=max(Console().width, 140)).print(table)
 
 
 def main() -> None:
-    """Console entry point: user errors end in one line and exit code 1, never a traceback."""
-    _quiet_environment()
-    _setup_logging()
-    # Registered first so it runs last at exit: the error line comes after Prefect's "stopping server" log.
-    atexit.register(_print_pending_error)
-    try:
-        app()
-    except AugmentError as error:
-        _pending_error.append(str(error))
-        sys.exit(1)
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        sys.exit(130)
+    """Console entry point (pyproject.toml's `augment`)."""
+    run_app(app)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from flows.names import RUNNERS
 from pipeline.errors import AugmentError
 
-RUNNERS = ("local", "dask")
 
 
 def task_runner(runner: str, dask_address: Optional[str] = None, dask_workers: Optional[int] = None,

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flows.names import STAGES
 from pipeline import generate, ingest, storage
 from pipeline.config import Config
 from pipeline.errors import AugmentError
 from pipeline.evaluate import stage as evaluate
 from pipeline.gan import per_class, train
 
-STAGES = ("ingest", "train", "generate", "evaluate")
 
 
 def run_stage(name: str, config: Config, out_dir: str | Path) -> dict:

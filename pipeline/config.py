@@ -1,100 +1,223 @@
-"""Typed configuration: one dataclass per stage, loaded from a mapping, overridden by `section.key=value`."""
+"""Typed configuration: one dataclass per stage, loaded from a mapping, overridden by `section.key=value`.
+
+Each field is declared once, with everything known about it: its type (a `Literal` lists the allowed values), its
+default, its range or rule, and its help. `validate` checks every field from those declarations, and the options
+table (docs/options.md), params.yaml's comments and the CLI's help are generated from them (`options_markdown`,
+`params_yaml`; tests/test_config.py checks the committed files against both)."""
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
 from pipeline.errors import AugmentError
 
+Channels = Literal["auto", "gray", "rgb"]
+Resize = Literal["center_crop", "pad"]
+Device = Literal["auto", "cpu", "cuda", "mps"]  # pipeline.device.pick_device reads DEVICES
+Precision = Literal["auto", "fp32", "bf16"]     # pipeline.device.autocast reads PRECISIONS
+TrainMode = Literal["conditional", "per_class"]
+Sampling = Literal["auto", "uniform", "balanced"]
+Keep = Literal["last", "best"]
+Filter = Literal["none", "teacher"]
+Rebalance = Literal["auto", "on", "off"]
 
-PRECISIONS = ("auto", "fp32", "bf16")  # train.precision; pipeline.device.autocast reads the same list
-REBALANCE = ("auto", "on", "off")      # evaluate.rebalance
+DEVICES: tuple[str, ...] = get_args(Device)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+REBALANCE: tuple[str, ...] = get_args(Rebalance)
+DIFF_AUGMENTATIONS = ("color", "translation", "cutout")  # train.augment, in the order pipeline.gan.augment applies them
 CLASSICAL_GEOMETRIC = ("affine", "elastic", "flip")  # evaluate.augment: batched, combinable ("affine,elastic")
 CLASSICAL_POLICIES = ("trivialaugment", "randaugment", "autoaugment", "photo")  # evaluate.augment: torchvision v2, one
-DEVICES = ("auto", "cpu", "cuda", "mps")  # train/generate/evaluate.device; pipeline.device.pick_device reads the same list
+
+
+def _first_side(image_size: int) -> int:
+    while image_size % 2 == 0 and image_size // 2 >= 4:
+        image_size //= 2
+    return image_size
+
+
+# Sides the GAN can be planned for: halving ends at a first map of 4-8 pixels (36 would start at 9 x 9, 100 at 25 x 25:
+# a huge first layer and too few up-sampling blocks), so the networks stay the same shape family at every size.
+IMAGE_SIZES = tuple(size for size in range(16, 129, 4) if _first_side(size) <= 8)
+
+# A rule sees the field's value and its whole section; it returns what is wrong (the words after the key) or None.
+Rule = Callable[[Any, Any], "str | None"]
+
+
+def option(default: Any, help: str, *, at_least: float | None = None, above: float | None = None,
+           at_most: float | None = None, below: float | None = None, rule: Rule | None = None, accepts: str = "",
+           more: str = "") -> Any:
+    """A config field. `help` is one line (params.yaml's comment, the CLI); `more` adds detail for the options
+    table. Bounds: at_least/at_most are inclusive, above/below exclusive; a rule says in `accepts` what it admits."""
+    return field(default=default, metadata={"help": help, "more": more, "at_least": at_least, "above": above,
+                                            "at_most": at_most, "below": below, "rule": rule,
+                                            "accepts": accepts})
+
+
+def parse_shares(text: str) -> list[float]:
+    """'0.25, 0.75' -> [0.25, 0.75]; raises ValueError on a part that is not a number."""
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
+def _image_size(value: int, _) -> str | None:
+    if value not in IMAGE_SIZES:
+        return (f"must be a multiple of 4 between 16 and 128 that halves down to 4-8 pixels "
+                f"(one of {', '.join(map(str, IMAGE_SIZES))}), got {value}")
+    return None
+
+
+def _width(value: int, _) -> str | None:
+    return None if value == 0 or value >= 8 else f"must be 0 (auto) or at least 8, got {value}"
+
+
+def _diff_augment(value: str, _) -> str | None:
+    parts = {p.strip() for p in value.split(",") if p.strip()}
+    unknown = parts - set(DIFF_AUGMENTATIONS)
+    return f"has unknown parts {sorted(unknown)}; use any of {sorted(DIFF_AUGMENTATIONS)}" if unknown else None
+
+
+def _per_class(value: int, section: Any) -> str | None:
+    if value >= 1 or (section.balance and value == 0):
+        return None
+    return (f"must be at least 1, got {value} (use --per-class N with N > 0; "
+            "0 means 'up to the largest class' only with --balance)")
+
+
+def _model(value: str, _) -> str | None:
+    if value.strip() and value.count(":") <= 1:
+        return None
+    return f"must be small, a torchvision model name or module:function, got {value!r}"
+
+
+def _classical(value: str, _) -> str | None:
+    parts = {p.strip() for p in value.split(",") if p.strip()}
+    if value.strip() in CLASSICAL_POLICIES or (parts and parts <= set(CLASSICAL_GEOMETRIC)):
+        return None
+    return (f"must name any of {', '.join(CLASSICAL_GEOMETRIC)} (e.g. 'affine,elastic' or 'affine,flip'), "
+            f"or one of the policies {', '.join(CLASSICAL_POLICIES)}; got {value!r}")
+
+
+def _shares(value: str, _) -> str | None:
+    try:
+        shares = parse_shares(value)
+    except ValueError:
+        shares = [-1.0]
+    if all(0.0 < share < 1.0 for share in shares):
+        return None
+    return f"must be comma-separated numbers in (0, 1), got {value!r}"
 
 
 @dataclass
 class IngestConfig:
-    dataset: str = "data"            # ImageFolder root; may hold train/ and test/ (or val/) sub-folders
-    image_size: int = 28             # square side in pixels, multiple of 4, 16..128
-    channels: str = "auto"           # auto | gray | rgb  (auto: gray if every input image is gray)
-    resize: str = "center_crop"      # center_crop | pad   how non-square images become square
-    test_fraction: float = 0.2       # share of each class held out when the dataset has no test/ folder
-    val_fraction: float = 0.2        # share of each class's training images held out from the GAN and the classifiers
-                                     # to choose the recommendation (0: no validation, no recommendation)
-    split_seed: int = 0
+    dataset: str = option("data", "ImageFolder root: one sub-folder per class; may hold train/ and test/ (or val/) sub-folders",
+                          more="`augment run --dataset` sets it; `augment export-digits data/digits` writes the embedded demo dataset.")
+    image_size: int = option(28, "square side in pixels that halves down to a 4-8 px first map", rule=_image_size, accepts="16 to 128, listed",
+                             more=f"One of {', '.join(map(str, IMAGE_SIZES))}; see [Image size](performance.md#image-size-networks-and-time).")
+    channels: Channels = option("auto", "gray or rgb; auto = gray if every input image is gray")
+    resize: Resize = option("center_crop", "how non-square images become square",
+                            more="`center_crop` keeps the middle square of the shorter side, `pad` the whole picture with black bars.")
+    test_fraction: float = option(0.2, "share of each class held out for testing when the dataset has no test/ folder",
+                                  above=0.0, below=1.0)
+    val_fraction: float = option(0.2, "share of each class's training images held out from the GAN and the classifiers to "
+                                 "choose the recommendation", at_least=0.0, below=1.0, more="0: no validation, no recommendation.")
+    split_seed: int = option(0, "seed of the stratified train / validation / test split")
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000                # generator updates
-    batch_size: int = 64
-    z_dim: int = 64
-    width: int = 0                   # generator's first-map channels, halved per block; 0 = by image size (128 up to 32 px, else 256)
-    lr_generator: float = 4e-4       # 4e-4 (not the usual 2e-4): 2,000 steps on a small set are far from converged
-    lr_discriminator: float = 4e-4
-    ema_halflife_kimg: float = 5.0   # EMA half-life in thousands of generated images
-    augment: str = "translation,cutout"  # DiffAugment policy applied to real and fake before D ("" = none)
-    discriminator_width: float = 0.5  # discriminator channels relative to the generator's at the same side
-    minibatch_std: bool = True       # discriminator sees each batch's feature spread (penalises collapse)
-    mode_seeking: float = 0.3        # weight of the mode-seeking term (MSGAN): two z, one class, images must differ
-    keep: str = "best"               # last | best: export the EMA generator of the last step or of the sample grid
-                                     # with the lowest Fréchet distance (best needs track_quality, else it is last)
-    sample_every: int = 500          # steps between sample grids and quality measurements
-    track_quality: bool = True       # measure the EMA generator's fidelity at every sample grid (gan/quality.csv)
-    checkpoint_every: int = 500      # steps between checkpoints
-    seed: int = 0
-    device: str = "auto"             # auto | cpu | cuda | mps  (auto: CUDA when present, else CPU)
-    compile: bool = False            # torch.compile the networks (pays off on CUDA)
-    precision: str = "auto"          # auto | fp32 | bf16: autocast of the GAN steps (auto: bf16 on CUDA, fp32 on CPU;
-                                     # bf16 on a CPU with AVX-512 BF16/AMX is faster, opt-in)
-    mode: str = "conditional"        # conditional (one class-conditional model) | per_class (one generator per class)
-    sampling: str = "auto"           # auto | uniform | balanced: real batches drawn image-uniform or class-balanced (every
-                                     # class equally likely per slot; the fake batch's classes follow the real batch's);
-                                     # auto: balanced when the largest class has >= 2x the smallest's training images
+    steps: int = option(2000, "generator updates", at_least=1)
+    batch_size: int = option(64, "real images per GAN step", at_least=2)
+    z_dim: int = option(64, "latent size of the generator", at_least=1)
+    width: int = option(0, "generator's first-map channels, halved per up-sampling block; 0 = by image size (128 up to "
+                        "32 px, 256 above)", rule=_width,
+                        accepts="0 or at least 8")
+    lr_generator: float = option(4e-4, "Adam learning rate of the generator (betas 0, 0.99)", above=0.0,
+                                 more="Twice the usual 2e-4, because 2,000 steps on a small dataset are far from converged "
+                                      "(see [Results](results.md)).")
+    lr_discriminator: float = option(4e-4, "Adam learning rate of the discriminator", above=0.0)
+    ema_halflife_kimg: float = option(5.0, "half-life of the generator's EMA copy, in thousands of generated images", at_least=0.0)
+    augment: str = option("translation,cutout", "DiffAugment policy for real and fake images before the discriminator "
+                          "(any of color, translation, cutout; empty = none)", rule=_diff_augment,
+                          accepts="any of `color`, `translation`, `cutout`")
+    discriminator_width: float = option(0.5, "discriminator channels relative to the generator's at the same side",
+                                        at_least=0.1, at_most=4.0)
+    minibatch_std: bool = option(True, "the discriminator sees each batch's feature spread (penalises a collapsed generator)")
+    mode_seeking: float = option(0.3, "weight of the mode-seeking term (MSGAN): two latents of one class must give "
+                                 "different images", at_least=0.0)
+    keep: Keep = option("best", "best: export the EMA generator of the sample grid with the lowest Fréchet distance on "
+                        "the training images; last: the last one", more="`best` needs `track_quality`, else it is `last`.")
+    sample_every: int = option(500, "steps between sample grids and quality measurements", at_least=1)
+    track_quality: bool = option(True, "measure the EMA generator's fidelity at every sample grid (gan/quality.csv)")
+    checkpoint_every: int = option(500, "steps between checkpoints (an interrupted run resumes from the last)", at_least=1)
+    seed: int = option(0, "seed of the GAN's initial weights, batches and noise")
+    device: Device = option("auto", "auto = CUDA if available, else CPU; or cuda, cpu, mps by name",
+                            more="The same for `generate.device` and `evaluate.device`; `mps` (Apple) is accepted, not "
+                                 "measured. channels_last everywhere; see [On a GPU](performance.md#on-a-gpu).")
+    compile: bool = option(False, "torch.compile the networks (pays off on CUDA)")
+    precision: Precision = option("auto", "autocast of the GAN steps: auto = bf16 on CUDA GPUs that support it, fp32 on "
+                                  "CPU; bf16 also on a CPU (faster on AVX-512 BF16 / AMX); fp32 = no autocast",
+                                  more="The classifiers (evaluate, teacher filter) always use `auto`; see "
+                                       "[Performance](performance.md).")
+    mode: TrainMode = option("conditional", "conditional: one class-conditional GAN; per_class: one generator per class "
+                             "(fanned out)", more="See [Scaling out](scaling.md).")
+    sampling: Sampling = option("auto", "GAN batches image-uniform or class-balanced (fake labels follow); auto = balanced "
+                                "when the largest class has >= 2x the smallest's training images",
+                                more="See [Class leakage](results.md#class-leakage-and-class-balanced-gan-batches-trainsampling-auto-the-default-since-2026-12-02).")
 
 
 @dataclass
 class GenerateConfig:
-    per_class: int = 1000            # synthetic images per class; with balance: the target TOTAL (real train + synthetic)
-                                     # per class, 0 = the largest class's real training count
-    balance: bool = False            # top up rare classes: class c gets max(0, target - its real training images)
-    seed: int = 0                    # candidate i of class c uses seed + c * 1_000_000_000 + i
-    filter: str = "teacher"          # none | teacher: keep the candidates a real-trained classifier is surest of
-    oversample: float = 3.0          # filter=teacher: candidates drawn per kept image
-    batch_size: int = 0              # images per generator call; 0 = by device (256 on CPU, 1024 on a GPU); changes no image
-    device: str = "auto"
+    per_class: int = option(1000, "synthetic images per class; with balance the target total (real train + synthetic) per "
+                            "class, 0 = the largest class's real count", at_most=10_000_000, rule=_per_class,
+                            accepts="at least 1 (0 with balance)")
+    balance: bool = option(False, "top up rare classes: class c gets max(0, target - its real training images)",
+                           more="`augment run --balance`; see [Imbalanced classes](how-it-works.md#imbalanced-classes).")
+    seed: int = option(0, "candidate i of class c uses the seed + c * 1,000,000,000 + i")
+    filter: Filter = option("teacher", "teacher: draw oversample x the images needed, keep those a classifier trained on "
+                            "the real training split is surest of; none: keep every sample")
+    oversample: float = option(3.0, "candidates drawn per kept image with the teacher filter", at_least=1.0, at_most=100.0)
+    batch_size: int = option(0, "images per generator call; 0 = by device (256 on CPU, 1024 on a GPU); changes no image, "
+                             "only speed", at_least=0)
+    device: Device = option("auto", "as train.device")
 
 
 @dataclass
 class EvaluateConfig:
-    seeds: int = 5                   # classifier seeds; each condition is trained once per seed (paired)
-    steps: int = 600                 # classifier optimizer steps, the same for every condition
-    batch_size: int = 64
-    lr: float = 1e-3
-    width: int = 32                  # channels of the classifier's first block; doubled per pooled block
-    model: str = "small"             # small (the built-in CNN, `width`) | a torchvision architecture by name, from scratch
-                                     # (e.g. resnet18) | module:function returning an nn.Module for (channels, classes, size)
-    augment: str = "elastic"         # classical augmentation of the +aug conditions: affine, elastic and/or flip, or one
-                                     # torchvision v2 policy: trivialaugment | randaugment | autoaugment | photo
-                                     # (elastic on every image was the strongest: benchmarks/results/classical_policies_*)
-    augment_probability: float = 1.0  # chance that each image of a +aug batch is augmented (the rest stay as they are)
-    synthetic_share: float = 0.5     # fraction of each real+synthetic batch drawn from synthetic images
-    max_synthetic_per_class: int = 5000  # synthetic images per class read for training (bounds memory; 600 steps
-                                     # of 32 synthetic images draw fewer than 2,000 per class)
-    candidate_shares: str = "0.25"   # more shares for real+aug+synthetic (comma-separated; "" = none), tried on
-                                     # validation by the recommendation
-    rebalance: str = "auto"          # auto | on | off: also evaluate real+aug+resampled (class-balanced batches of the
-                                     # real images) and real+aug+topup (classes topped up with synthetic images to
-                                     # the largest class's count, class-balanced); auto: when imbalance_ratio is reached
-    imbalance_ratio: float = 2.0     # rebalance=auto: largest / smallest class's real training images that counts as imbalanced
-    device: str = "auto"
+    seeds: int = option(5, "classifier seeds per condition (paired across conditions)", at_least=1)
+    steps: int = option(600, "classifier optimizer steps, the same for every condition", at_least=1)
+    batch_size: int = option(64, "classifier batch size", at_least=2)
+    lr: float = option(1e-3, "classifier learning rate (Adam)", above=0.0)
+    width: int = option(32, "channels of the built-in classifier's first block, doubled per pooled block", at_least=4)
+    model: str = option("small", "the downstream classifier: small (the built-in CNN), a torchvision architecture by name "
+                        "trained from scratch (e.g. resnet18), or module:function", rule=_model,
+                        accepts="`small`, a name, `module:function`",
+                        more="`module:function` returns an `nn.Module` for (channels, classes, image size); the module is "
+                             "importable from the current folder or `PYTHONPATH` (e.g. `--set evaluate.model=my_models:wide_cnn` "
+                             "with `my_models.py` beside you). Nothing is downloaded. Fidelity is always measured in the "
+                             "built-in CNN's features.")
+    augment: str = option("elastic", "classical augmentation of the +aug conditions: any of affine, elastic, flip, or one "
+                          "torchvision v2 policy: trivialaugment, randaugment, autoaugment, photo", rule=_classical,
+                          accepts="any of `affine`, `elastic`, `flip`; or one policy",
+                          more="`flip` only where mirrored images keep their class; `photo` = random resized crop, mirror, "
+                               "colour jitter. Each image gets its own seed, so conditions stay paired. Elastic on every "
+                               "image was the strongest of 13 settings: [Which classical augmentation](results.md#which-classical-augmentation).")
+    augment_probability: float = option(1.0, "chance that each image of a +aug batch is augmented; the rest stay as they are",
+                                        above=0.0, at_most=1.0)
+    synthetic_share: float = option(0.5, "share of each real+synthetic batch drawn from synthetic images", at_least=0.0, below=1.0)
+    max_synthetic_per_class: int = option(5000, "synthetic images per class the classifiers read (bounds memory)", at_least=1,
+                                          more="600 steps of 32 synthetic images draw fewer than 2,000 per class.")
+    candidate_shares: str = option("0.25", "more shares of real+aug+synthetic tried on validation by the recommendation "
+                                   "(comma-separated; empty = none)", rule=_shares,
+                                   accepts="numbers in (0, 1)")
+    rebalance: Rebalance = option("auto", "also evaluate real+aug+resampled and real+aug+topup: on, off, or auto = when the "
+                                  "classes are imbalanced", more="See [Imbalanced classes](how-it-works.md#imbalanced-classes).")
+    imbalance_ratio: float = option(2.0, "with rebalance auto: the largest class's real training images over the smallest's "
+                                    "from which the data counts as imbalanced", at_least=1.0)
+    device: Device = option("auto", "as train.device")
 
 
 @dataclass
@@ -114,24 +237,28 @@ class Config:
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
 
 
-def _first_side(image_size: int) -> int:
-    while image_size % 2 == 0 and image_size // 2 >= 4:
-        image_size //= 2
-    return image_size
-
-
-# Sides the GAN can be planned for: halving ends at a first map of 4-8 pixels (36 would start at 9 x 9, 100 at 25 x 25:
-# a huge first layer and too few up-sampling blocks), so the networks stay the same shape family at every size.
-IMAGE_SIZES = tuple(size for size in range(16, 129, 4) if _first_side(size) <= 8)
-
-
 def _section_types() -> dict[str, type]:
     hints = get_type_hints(Config)
     return {name: hints[name] for name in SECTIONS}
 
 
-def _coerce(key: str, value: Any, kind: type) -> Any:
+def fields(section: str) -> list[tuple[dataclasses.Field, Any]]:
+    """(field, its resolved type) of one section, in declaration order."""
+    kind = _section_types()[section]
+    hints = get_type_hints(kind)
+    return [(f, hints[f.name]) for f in dataclasses.fields(kind)]
+
+
+def help_for(key: str) -> str:
+    """The one-line help of 'section.key'."""
+    section, name = key.split(".")
+    return next(f.metadata["help"] for f, _ in fields(section) if f.name == name)
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
     """Convert a YAML or command-line value to the field's type, or fail naming the key."""
+    if get_origin(kind) is Literal:
+        kind = type(get_args(kind)[0])
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -217,71 +344,95 @@ def load(params_path: str | Path | None = None, overrides: list[str] | None = No
     return apply_overrides(from_dict(data), overrides or [])
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise AugmentError(message)
+def _number(value: float) -> str:
+    return f"{value:g}"
 
 
-def parse_shares(text: str) -> list[float]:
-    """'0.25, 0.75' -> [0.25, 0.75]; raises ValueError on a part that is not a number."""
-    return [float(part) for part in text.split(",") if part.strip()]
+def _bounds(meta: dict) -> str | None:
+    """'at least 1', 'positive', 'in (0, 1]', ... for the declared bounds, or None."""
+    low, high = (meta["at_least"], "["), (meta["above"], "(")
+    low = low if low[0] is not None else high
+    top = (meta["at_most"], "]") if meta["at_most"] is not None else (meta["below"], ")")
+    if low[0] is not None and top[0] is not None:
+        return f"in {low[1]}{_number(low[0])}, {_number(top[0])}{top[1]}"
+    if low[0] is not None:
+        return f"at least {_number(low[0])}" if low[1] == "[" else ("positive" if low[0] == 0 else f"above {_number(low[0])}")
+    if top[0] is not None:
+        return f"at most {_number(top[0])}" if top[1] == "]" else f"below {_number(top[0])}"
+    return None
+
+
+def _within(value: float, meta: dict) -> bool:
+    return ((meta["at_least"] is None or value >= meta["at_least"]) and (meta["above"] is None or value > meta["above"])
+            and (meta["at_most"] is None or value <= meta["at_most"]) and (meta["below"] is None or value < meta["below"]))
+
+
+def allowed(kind: Any, meta: dict) -> str:
+    """What a field accepts, in words (the options table's column)."""
+    if get_origin(kind) is Literal:
+        return " \\| ".join(f"`{choice}`" for choice in get_args(kind))
+    if kind is bool:
+        return "`true` \\| `false`"
+    return meta["accepts"] or _bounds(meta) or {int: "an integer", str: "a path"}.get(kind, "")
 
 
 def validate(config: Config) -> None:
-    """Range-check every option once; messages name the key and the allowed range."""
-    ingest, train, generate, evaluate = config.ingest, config.train, config.generate, config.evaluate
-    _check(ingest.image_size in IMAGE_SIZES,
-           f"ingest.image_size must be a multiple of 4 between 16 and 128 that halves down to 4-8 pixels "
-           f"(one of {', '.join(map(str, IMAGE_SIZES))}), got {ingest.image_size}")
-    _check(ingest.channels in ("auto", "gray", "rgb"), f"ingest.channels must be auto, gray or rgb, got {ingest.channels!r}")
-    _check(ingest.resize in ("center_crop", "pad"), f"ingest.resize must be center_crop or pad, got {ingest.resize!r}")
-    _check(0.0 < ingest.test_fraction < 1.0, f"ingest.test_fraction must be between 0 and 1, got {ingest.test_fraction}")
-    _check(0.0 <= ingest.val_fraction < 1.0, f"ingest.val_fraction must be in [0, 1), got {ingest.val_fraction}")
-    _check(train.steps >= 1, f"train.steps must be at least 1, got {train.steps}")
-    _check(train.batch_size >= 2, f"train.batch_size must be at least 2, got {train.batch_size}")
-    _check(train.z_dim >= 1 and (train.width == 0 or train.width >= 8),
-           f"train.z_dim must be >= 1 and train.width 0 (auto) or >= 8, got {train.z_dim} and {train.width}")
-    _check(train.lr_generator > 0 and train.lr_discriminator > 0, "train learning rates must be positive")
-    _check(train.ema_halflife_kimg >= 0, "train.ema_halflife_kimg must be >= 0")
-    _check(train.sample_every >= 1 and train.checkpoint_every >= 1, "train.sample_every and train.checkpoint_every must be >= 1")
-    _check(train.mode in ("conditional", "per_class"), f"train.mode must be conditional or per_class, got {train.mode!r}")
-    _check(0.1 <= train.discriminator_width <= 4, f"train.discriminator_width must be in [0.1, 4], got {train.discriminator_width}")
-    _check(train.mode_seeking >= 0, f"train.mode_seeking must be >= 0, got {train.mode_seeking}")
-    _check(train.sampling in ("auto", "uniform", "balanced"),
-           f"train.sampling must be auto, uniform or balanced, got {train.sampling!r}")
-    _check(train.keep in ("last", "best"), f"train.keep must be last or best, got {train.keep!r}")
-    _check(train.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
-    known = {"translation", "cutout", "color"}
-    policy = {p.strip() for p in train.augment.split(",") if p.strip()}
-    _check(policy <= known, f"train.augment has unknown parts {sorted(policy - known)}; use any of {sorted(known)}")
-    for name, device in (("train", train.device), ("generate", generate.device), ("evaluate", evaluate.device)):
-        _check(device in DEVICES, f"{name}.device must be one of {', '.join(DEVICES)}, got {device!r}")
-    _check(generate.per_class >= 1 or (generate.balance and generate.per_class == 0),
-           f"generate.per_class must be at least 1, got {generate.per_class} (use --per-class N with N > 0; "
-           "0 means 'up to the largest class' only with --balance)")
-    _check(generate.per_class <= 10_000_000, f"generate.per_class {generate.per_class} is absurdly large (max 10,000,000)")
-    _check(generate.batch_size >= 0, "generate.batch_size must be at least 1 (or 0: by device)")
-    _check(generate.filter in ("none", "teacher"), f"generate.filter must be none or teacher, got {generate.filter!r}")
-    _check(1.0 <= generate.oversample <= 100, f"generate.oversample must be in [1, 100], got {generate.oversample}")
-    _check(evaluate.seeds >= 1, f"evaluate.seeds must be at least 1, got {evaluate.seeds}")
-    _check(evaluate.steps >= 1 and evaluate.batch_size >= 2, "evaluate.steps must be >= 1 and evaluate.batch_size >= 2")
-    _check(evaluate.lr > 0, "evaluate.lr must be positive")
-    _check(evaluate.max_synthetic_per_class >= 1, f"evaluate.max_synthetic_per_class must be >= 1, got {evaluate.max_synthetic_per_class}")
-    _check(bool(evaluate.model.strip()) and evaluate.model.count(":") <= 1,
-           f"evaluate.model must be small, a torchvision model name or module:function, got {evaluate.model!r}")
-    _check(evaluate.width >= 4, f"evaluate.width must be at least 4, got {evaluate.width}")
-    classical = {p.strip() for p in evaluate.augment.split(",") if p.strip()}
-    _check(evaluate.augment.strip() in CLASSICAL_POLICIES or (bool(classical) and classical <= set(CLASSICAL_GEOMETRIC)),
-           f"evaluate.augment must name any of {', '.join(CLASSICAL_GEOMETRIC)} (e.g. 'affine,elastic' or 'affine,flip'), "
-           f"or one of the policies {', '.join(CLASSICAL_POLICIES)}; got {evaluate.augment!r}")
-    _check(0.0 < evaluate.augment_probability <= 1.0,
-           f"evaluate.augment_probability must be in (0, 1], got {evaluate.augment_probability}")
-    _check(0.0 <= evaluate.synthetic_share < 1.0, f"evaluate.synthetic_share must be in [0, 1), got {evaluate.synthetic_share}")
-    _check(evaluate.rebalance in REBALANCE, f"evaluate.rebalance must be one of {', '.join(REBALANCE)}, got {evaluate.rebalance!r}")
-    _check(evaluate.imbalance_ratio >= 1.0, f"evaluate.imbalance_ratio must be at least 1, got {evaluate.imbalance_ratio}")
-    try:
-        shares = parse_shares(evaluate.candidate_shares)
-    except ValueError:
-        shares = [-1.0]
-    _check(all(0.0 < share < 1.0 for share in shares),
-           f"evaluate.candidate_shares must be comma-separated numbers in (0, 1), got {evaluate.candidate_shares!r}")
+    """Check every field against its declaration (choices, bounds, rule); the message names the key and what it
+    accepts."""
+    for section in SECTIONS:
+        values = getattr(config, section)
+        for f, kind in fields(section):
+            key, value, meta = f"{section}.{f.name}", getattr(values, f.name), f.metadata
+            if get_origin(kind) is Literal and value not in get_args(kind):
+                choices = get_args(kind)
+                raise AugmentError(f"{key} must be {', '.join(choices[:-1])} or {choices[-1]}, got {value!r}")
+            if meta["rule"] is not None and (problem := meta["rule"](value, values)):
+                raise AugmentError(f"{key} {problem}")
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not _within(value, meta):
+                raise AugmentError(f"{key} must be {_bounds(meta)}, got {value}")
+
+
+def options_markdown() -> str:
+    """The options table of docs/options.md, from the declarations."""
+    lines = ["| key | default | accepts | meaning |", "|---|---|---|---|"]
+    for section in SECTIONS:
+        for f, kind in fields(section):
+            meaning = f.metadata["help"] + "."
+            if f.metadata["more"]:
+                meaning += " " + f.metadata["more"]
+            default = json.dumps(f.default) if isinstance(f.default, (bool, str)) else repr(f.default)
+            meaning = meaning.replace("|", "\\|")
+            lines.append(f"| `{section}.{f.name}` | `{default}` | {allowed(kind, f.metadata)} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+PARAMS_HEADER = ("# Every number of the pipeline, one section per stage. `augment run --set section.key=value` overrides a key;\n"
+                 "# dvc.yaml's stages read these sections, so `dvc repro` re-runs only the stages whose section changed.\n"
+                 "# Generated from pipeline/config.py (`python -m pipeline.config params`); all keys and values: docs/options.md.\n")
+
+
+def params_yaml(values: Config | None = None, width: int = 116) -> str:
+    """params.yaml for `values` (the defaults when None), each key under its help as a comment."""
+    import textwrap
+
+    values = values or Config()
+    lines = [PARAMS_HEADER.rstrip("\n")]
+    for section in SECTIONS:
+        lines.append(f"{section}:")
+        for f, _ in fields(section):
+            lines += textwrap.wrap(f.metadata["help"], width, initial_indent="  # ", subsequent_indent="  #   ")
+            scalar = yaml.safe_dump({f.name: getattr(getattr(values, section), f.name)}, default_flow_style=False).strip()
+            lines.append(f"  {scalar}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    what = sys.argv[1] if len(sys.argv) > 1 else ""
+    if what == "params":
+        print(params_yaml(apply_overrides(Config(), sys.argv[2:])), end="")
+    elif what == "options":
+        print(options_markdown(), end="")
+    else:
+        sys.exit("usage: python -m pipeline.config params [section.key=value ...] | options")

@@ -7,7 +7,7 @@ import torch
 
 from pipeline import storage
 from pipeline.config import EvaluateConfig
-from pipeline.evaluate.classifier import CONDITIONS, SmallCNN, train_classifier
+from pipeline.classifier import CONDITIONS, SmallCNN, train_classifier
 from pipeline.gan.networks import to_uint8
 from pipeline.progress import track
 

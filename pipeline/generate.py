@@ -10,9 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor  # Pillow and file I/O release the GIL
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from pipeline import filtering, storage
 from pipeline.config import GenerateConfig
@@ -34,13 +32,7 @@ def noise_for(seeds: list[int], z_dim: int) -> torch.Tensor:
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    with storage.atomic_path(path, durable=False) as tmp:  # one sync_to_disk before the manifest instead
-        image.save(tmp, format="PNG", compress_level=1)
-
-
-def _load_generator(gan_dir: Path, device: torch.device) -> tuple[torch.nn.Module, dict, str]:
+def load_generator(gan_dir: Path, device: torch.device) -> tuple[torch.nn.Module, dict, str]:
     spec_path, weights_path = gan_dir / "generator.json", gan_dir / "generator_ema.safetensors"
     if not spec_path.is_file() or not weights_path.is_file():
         raise AugmentError(f"no trained generator in '{gan_dir}'; run the train stage first")
@@ -138,7 +130,7 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
     start = time.perf_counter()
     device = pick_device(config.device)
     config = _sized(config, device)
-    generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
+    generator, spec, checkpoint = load_generator(Path(gan_dir), device)
     out, classes = Path(out_dir), spec["classes"]
     real_counts = _real_counts(Path(ingest_dir) if ingest_dir is not None else None, classes)
     if config.balance and None in real_counts.values():
@@ -170,7 +162,7 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
             z = noise_for([seeds[c][i] for c, i in batch], spec["z_dim"]).to(device)
             labels = torch.tensor([c for c, _ in batch], device=device)
             pixels = to_uint8(generator(z, labels))
-            pending += [pool.submit(_write_png, names[job], p) for job, p in zip(batch, pixels)]
+            pending += [pool.submit(storage.write_png, names[job], p) for job, p in zip(batch, pixels)]
             while len(pending) > 2 * config.batch_size or (pending and pending[0].done()):
                 pending.pop(0).result()  # bounds memory and re-raises a failed write
         for future in pending:
@@ -201,7 +193,7 @@ def run_class(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, 
     and its manifest rows in out_dir/.parts/<name>.csv for merge_classes."""
     device = pick_device(config.device)
     config = _sized(config, device)
-    generator, spec, checkpoint = _load_generator(Path(gan_dir), device)
+    generator, spec, checkpoint = load_generator(Path(gan_dir), device)
     if name not in spec["classes"]:
         raise AugmentError(f"class '{name}' is not one the generator in '{gan_dir}' was trained on")
     index, out, start_time = spec["classes"].index(name), Path(out_dir), time.perf_counter()
@@ -212,7 +204,7 @@ def run_class(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, 
             batch = seeds[start:start + config.batch_size]
             labels = torch.full((len(batch),), index, device=device)
             pixels = to_uint8(generator(noise_for(batch, spec["z_dim"]).to(device), labels))
-            list(pool.map(_write_png, [folder / f"{start + i:06d}.png" for i in range(len(batch))], pixels))
+            list(pool.map(storage.write_png, [folder / f"{start + i:06d}.png" for i in range(len(batch))], pixels))
     storage.sync_to_disk()
     rows = [[f"{name}/{i:06d}.png", name, seed, checkpoint] for i, seed in enumerate(seeds)]
     storage.write_csv(out / PARTS / f"{name}.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)

@@ -12,9 +12,10 @@ import torch
 from pipeline import generate, ingest
 from pipeline.config import Config, TrainConfig
 from pipeline.device import pick_device, prepare_module
-from pipeline.evaluate.classifier import CONDITIONS, conditions_for, train_classifier
+from pipeline.classifier import CONDITIONS, train_classifier
+from pipeline.evaluate.conditions import conditions_for
 from pipeline.gan.augment import parse_policy
-from pipeline.gan.networks import Discriminator, build_generator, default_width
+from pipeline.gan.networks import Discriminator, GeneratorSpec, build_generator
 from pipeline.gan.step import GanStep, draw_batch, optimizers
 
 PNG_SECONDS = 1 / 800  # writing one small PNG on this project's 2-core CPU (benchmarks/results/gpu_check_cpu.md)
@@ -56,11 +57,10 @@ def time_gan_steps(train: TrainConfig, image_size: int, channels: int, device: t
     """Time the real GAN training step (pipeline.gan.step) on random pixels, which run as fast as images:
     (warm-up seconds, including torch.compile's compilation when train.compile is on; seconds per step; the last
     step's losses)."""
-    spec = {"z_dim": train.z_dim, "width": train.width or default_width(image_size), "classes": [str(c) for c in range(10)],
-            "channels": channels, "image_size": image_size}
+    spec = GeneratorSpec.for_config(train, [str(c) for c in range(10)], channels, image_size)
     torch.manual_seed(0)
     generator = prepare_module(build_generator(spec), device)
-    discriminator = prepare_module(Discriminator(10, channels, image_size, spec["width"], train.discriminator_width,
+    discriminator = prepare_module(Discriminator(10, channels, image_size, spec.width, train.discriminator_width,
                                                  train.minibatch_std), device)
     forwards = (torch.compile(generator), torch.compile(discriminator)) if train.compile else (generator, discriminator)
     step = GanStep(train, generator, discriminator, *optimizers(train, generator, discriminator), device,

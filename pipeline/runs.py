@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from pipeline import config as config_module
 from pipeline import generate, storage
 from pipeline.errors import AugmentError
 from pipeline.evaluate import stage as evaluate_stage
-from pipeline.evaluate.classifier import conditions_for, pools, topup_indices
+from pipeline.classifier import pools, topup_indices
+from pipeline.evaluate.conditions import conditions_for
 from pipeline.evaluate.report import write_report
 from pipeline.ingest import check_output_location
 
@@ -120,7 +120,7 @@ def export_training_set(run_dir: str | Path, out_dir: str | Path, setting: str |
             if origin[i] < len(real_files):  # a real training image
                 source, where, seed = "real", real_files[origin[i]], ""
                 name = f"real_{origin[i]:06d}.png"
-                _write_png(staging / classes[label] / name, pixels)
+                storage.write_png(staging / classes[label] / name, pixels.transpose(1, 2, 0), compress_level=None)
             else:  # a synthetic image: copied as it was generated
                 file, seed = synthetic_rows[origin[i] - len(real_files)]
                 source, where, name = "synthetic", file, f"synthetic_{Path(file).stem}.png"
@@ -143,7 +143,7 @@ def export_training_set(run_dir: str | Path, out_dir: str | Path, setting: str |
 
 
 def _weighted_pools(config, condition, real, synthetic, num_classes):
-    """The classifier's pools for this condition (pipeline.evaluate.classifier.pools), each with the row of every
+    """The classifier's pools for this condition (pipeline.classifier.pools), each with the row of every
     pool image in [real rows..., synthetic rows...] so it can be traced to its file."""
     offset = len(real[1])
     if condition.topup:
@@ -172,9 +172,3 @@ def _csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    """A C x H x W uint8 image as PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
-    with storage.atomic_path(path, durable=False) as tmp:
-        image.save(tmp, format="PNG")

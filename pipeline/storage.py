@@ -89,6 +89,17 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def write_png(path: str | Path, pixels: np.ndarray, compress_level: int | None = 1) -> None:
+    """An H x W x C uint8 image (C = 1 or 3) as PNG, atomically but not flushed: bulk image writers sync once
+    (sync_to_disk) before their manifest. compress_level None: Pillow's default."""
+    from PIL import Image
+
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    options = {} if compress_level is None else {"compress_level": compress_level}
+    with atomic_path(path, durable=False) as tmp:
+        image.save(tmp, format="PNG", **options)
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 

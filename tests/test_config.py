@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import typing
 
 import pytest
 import yaml
@@ -60,3 +62,42 @@ def test_round_trip_through_dict():
     config = config_module.load(None, ["train.steps=7"])
     again = config_module.from_dict(config.to_dict())
     assert dataclasses.asdict(again) == dataclasses.asdict(config)
+
+
+def test_params_yaml_is_generated_from_the_declarations():
+    """params.yaml's keys, values and comments come from pipeline/config.py; regenerate with
+    `python -m pipeline.config params ingest.dataset=data/digits > params.yaml`."""
+    expected = config_module.params_yaml(config_module.apply_overrides(config_module.Config(), ["ingest.dataset=data/digits"]))
+    assert (ROOT / "params.yaml").read_text() == expected
+
+
+def test_the_options_table_is_generated_from_the_declarations():
+    """docs/options.md holds the table `python -m pipeline.config options` prints, row for row."""
+    assert config_module.options_markdown() in (ROOT / "docs" / "options.md").read_text()
+
+
+def test_every_key_is_declared_with_help():
+    for section in config_module.SECTIONS:
+        for field, _ in config_module.fields(section):
+            assert field.metadata.get("help", "").strip(), f"{section}.{field.name}"
+
+
+def _just_outside(meta: dict, kind: type) -> list:
+    """A value just outside each declared bound (an int field's nearest integer, a float field's nearest float)."""
+    step = 1 if kind is int else 1e-6
+    return [bound + offset for bound, offset in ((meta["at_least"], -step), (meta["above"], 0), (meta["at_most"], step),
+                                                 (meta["below"], 0)) if bound is not None]
+
+
+KEYS = [f"{s}.{f.name}" for s in config_module.SECTIONS for f, _ in config_module.fields(s)]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_every_declared_bound_and_choice_is_enforced(key):
+    section, name = key.split(".")
+    field, kind = next((f, k) for f, k in config_module.fields(section) if f.name == name)
+    bad = ["not-a-choice"] if typing.get_origin(kind) is typing.Literal else _just_outside(field.metadata, kind)
+    for value in bad:
+        with pytest.raises(AugmentError, match=re.escape(key)):
+            config_module.load(None, [f"{key}={int(value) if kind is int else value}"])
+        assert config_module.load(None, [f"{key}={field.default}"])  # the default itself passes

@@ -178,7 +178,7 @@ def test_shutdown_hides_only_asyncio_s_cancelled_callbacks(caplog):
     import asyncio
     import logging
 
-    from flows.cli import _drop_cancelled_callbacks
+    from flows.process import drop_cancelled_callbacks as _drop_cancelled_callbacks
 
     def raise_(error):
         raise error

@@ -16,12 +16,13 @@ from conftest import tiny_config
 from pipeline import filtering, generate, ingest, storage
 from pipeline.errors import AugmentError
 from pipeline.evaluate import stage as evaluate
-from pipeline.evaluate import fidelity
+from pipeline.metrics import fidelity
 from pipeline.config import CLASSICAL_POLICIES
-from pipeline.evaluate.classifier import CONDITIONS, classical_augment, policy_augment, predict, train_classifier
-from pipeline.evaluate.stats import paired_gain, summarize, verdict, verdict_note
+from pipeline.classifier import CONDITIONS, classical_augment, policy_augment, predict, train_classifier
+from pipeline.metrics.stats import paired_gain, summarize, verdict, verdict_note
 from pipeline.device import pick_device
 from pipeline.gan import train
+from flows.tables import result_rows
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +257,7 @@ def test_evaluate_writes_metrics_runs_and_report(trained, tmp_path):
         assert len(predictions) == 2 * 40 == matrix.sum()
         assert sum(r["actual"] == r["predicted"] for r in predictions) == np.trace(matrix)
     assert page.count("data:image/png;base64,") >= 5 and "http://" not in page and "https://" not in page
-    table = evaluate.result_rows(metrics)
+    table = result_rows(metrics)
     assert table[0][0].startswith("recommendation: ") and table[1][0] == "gain real+synthetic_vs_real"
     assert table[3][0] == "real"
 
@@ -314,7 +315,7 @@ def test_evaluate_trains_your_own_classifier_under_the_same_paired_protocol(trai
 
 
 def test_a_model_that_cannot_be_built_is_a_clear_error(digits_dir):
-    from pipeline.evaluate.classifier import build_model
+    from pipeline.classifier import build_model
 
     with pytest.raises(AugmentError, match="not 'small', 'module:function' or a torchvision"):
         build_model("resnet7", 1, 10, 16, 32)

@@ -1,4 +1,4 @@
-"""The README's `augment run` examples, executed as written from a folder laid out like the project root (params.yaml,
+"""The `augment run` examples of the README and docs/, executed as written from a folder laid out like the project root (params.yaml,
 dvc.yaml, a DVC project, ./data and ./photos), with --dry-run appended so each one parses, resolves and plans
 without training; the commands on a run folder are run for real in tests/test_runs.py."""
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 
 from conftest import BIN, ROOT, copy_tree
 
-EXAMPLES = [" ".join(line.split()) for block in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+EXAMPLES = [" ".join(line.split()) for page in PAGES for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S)
             for line in block.replace("\\\n", " ").splitlines() if line.strip().startswith("augment run ")]
 
 

@@ -12,8 +12,10 @@ from conftest import copy_tree, tiny_config
 from pipeline import generate, ingest
 from pipeline.config import EvaluateConfig
 from pipeline.evaluate import stage as evaluate_stage
-from pipeline.evaluate.classifier import pools, conditions_for, rebalancing, share_of, topup_indices
+from pipeline.classifier import pools, share_of, topup_indices
+from pipeline.evaluate.conditions import conditions_for, rebalancing
 from pipeline.evaluate.recommend import recommend
+from flows.tables import result_rows
 from pipeline.gan import train
 
 LABELS = np.repeat(np.arange(3), [40, 10, 2])  # 20:1
@@ -92,7 +94,7 @@ def test_an_imbalanced_run_reports_the_resampled_baseline_and_its_gain(digits_di
     assert gain["mean"] == pytest.approx(treated["accuracy_mean"] - resampled["accuracy_mean"], abs=1e-9)
     assert "real+aug+topup_vs_real+aug+resampled" in metrics["gain"] and metrics["imbalance_ratio"] == pytest.approx(13 / 3, abs=1e-4)
     assert set(metrics["recommendation"]["validation"]["accuracy"]) >= {"real+aug+resampled", "real+aug+topup"}
-    rows = [row[0] for row in evaluate_stage.result_rows(metrics)]
+    rows = [row[0] for row in result_rows(metrics)]
     assert "gain real+aug+synthetic_vs_real+aug+resampled" in rows and "real+aug+resampled" in rows
     page = (tmp_path / "evaluation" / "report.html").read_text()
     assert "<tr><td>real+aug+synthetic</td><td>real+aug+resampled</td>" in page  # the comparison's table row

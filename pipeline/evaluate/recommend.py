@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from pipeline.evaluate.stats import paired_gain, verdict
+from pipeline.metrics.stats import paired_gain, verdict
 
 
 def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, float], classical: dict[str, bool],

@@ -15,12 +15,12 @@ from pipeline import storage
 from pipeline.config import EvaluateConfig
 from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
-from pipeline.evaluate import fidelity
-from pipeline.evaluate.classifier import (SmallCNN, conditions_for, embed, imbalance_ratio, predict, share_of,
-                                          train_classifier)
+from pipeline.metrics import fidelity
+from pipeline.classifier import SmallCNN, embed, predict, share_of, train_classifier
+from pipeline.evaluate.conditions import conditions_for, imbalance_ratio
 from pipeline.evaluate.recommend import recommend
 from pipeline.evaluate.report import confusion_conditions, render_report
-from pipeline.evaluate.stats import paired_gain, summarize, verdict, verdict_note
+from pipeline.metrics.stats import paired_gain, summarize, verdict, verdict_note
 from pipeline.progress import logger, track
 
 # Each gain is reported when both its conditions were evaluated (the last two on imbalanced data, see rebalancing):
@@ -312,23 +312,3 @@ def _fidelity(model, real, synthetic, classes, device) -> tuple[dict, np.ndarray
     report["nearest_real"] = fidelity.nearest_real(embed(model, real[0], device), embed(model, synthetic[0], device))
     distances, nearest = report["nearest_real"].pop("distances"), report["nearest_real"].pop("nearest")
     return report, np.stack([distances, nearest]).astype(np.float64)
-
-
-def result_rows(metrics: dict) -> list[list[str]]:
-    """Rows of the human result table: verdicts first, then every condition (accuracy in percent)."""
-    rows = []
-    choice = metrics.get("recommendation")
-    if choice:
-        result = choice.get("test_result")
-        tested = f"{100 * result['mean']:.2f}" if result else "n/a"
-        advice = "USE synthetic data" if choice["use_synthetic"] else "do NOT use synthetic data"
-        rows.append([f"recommendation: {choice['setting'] or 'none'}", tested, f"{advice} (chosen on validation)"])
-    for name, gain in metrics["gain"].items():
-        interval = "n/a" if gain["ci95"] is None else f"[{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]"
-        worst = f"; worst class {100 * gain['worst_class_gain']['mean']:+.2f}" if "worst_class_gain" in gain else ""
-        rows.append([f"gain {name}", f"{100 * gain['mean']:+.2f}", f"{gain['verdict'].upper()}  95% CI {interval}{worst}"])
-    for name, values in metrics["conditions"].items():
-        runs = ", ".join(f"{100 * v:.1f}" for v in values["accuracy_runs"])
-        rows.append([name, f"{100 * values['accuracy_mean']:.2f} ± {100 * values['accuracy_std']:.2f}",
-                     f"{runs}  (worst class {100 * values['worst_class_accuracy_mean']:.1f})"])
-    return rows

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pipeline.config import DIFF_AUGMENTATIONS
+
 
 def translation(x: torch.Tensor, generator: torch.Generator | None, ratio: float = 0.125) -> torch.Tensor:
     """Shift each image by up to ratio * side pixels in x and y; edges repeat the border."""
@@ -41,7 +43,8 @@ def color(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return (x - mean) * (draw() + 0.5) + mean
 
 
-OPERATIONS = {"color": color, "translation": translation, "cutout": cutout}
+# Applied in the order config.DIFF_AUGMENTATIONS lists them (train.augment is validated against the same list).
+OPERATIONS = {name: {"color": color, "translation": translation, "cutout": cutout}[name] for name in DIFF_AUGMENTATIONS}
 
 
 def parse_policy(policy: str) -> list[str]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from pathlib import Path
 
@@ -14,10 +13,10 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline import storage
 from pipeline.config import TrainConfig
 from pipeline.errors import AugmentError
-from pipeline.gan import train
+from pipeline.gan import checkpoint
 from pipeline.gan.augment import parse_policy
-from pipeline.gan.networks import Discriminator, build_generator
-from pipeline.gan.step import GanStep, draw_batch, ema_decay, optimizers, sampling_weights, update_ema
+from pipeline.gan.networks import Discriminator, GeneratorSpec, build_generator
+from pipeline.gan.step import LOG_EVERY, GanStep, draw_batch, ema_decay, optimizers, sampling_weights, update_ema
 from pipeline.progress import logger
 
 
@@ -41,13 +40,12 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path, device
     arrays = storage.load_arrays(ingest_dir)
     classes = [str(c) for c in arrays["classes"]]
     images, labels = torch.from_numpy(arrays["train_images"]), torch.from_numpy(arrays["train_labels"])
-    spec = {"z_dim": config.z_dim, "width": config.width, "classes": classes, "channels": int(images.shape[1]),
-            "image_size": int(images.shape[-1]), "train": dataclasses.asdict(config), "world_size": world_size}
+    spec = GeneratorSpec.for_config(config, classes, images.shape[1], images.shape[-1], world_size=world_size)
     if rank == 0:
         storage.fresh_dir(out)
     torch.manual_seed(config.seed)  # equal initial weights on every rank (DDP also broadcasts rank 0's at wrap time)
     generator = build_generator(spec).to(device)
-    discriminator = Discriminator(len(classes), spec["channels"], spec["image_size"], config.width,
+    discriminator = Discriminator(len(classes), spec.channels, spec.image_size, spec.width,
                                   config.discriminator_width, config.minibatch_std).to(device)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     ddp_g, ddp_d = DistributedDataParallel(generator), DistributedDataParallel(discriminator)
@@ -64,17 +62,17 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path, device
         real, batch_labels, z = draw_batch(images, labels, mine, local_batch, config.z_dim, rng, device, weights)
         losses = gan_step(real, batch_labels, z, rng)
         update_ema(ema, generator, ema_decay(config, step * config.batch_size))
-        if step % train.LOG_EVERY == 0 or step == config.steps:
+        if step % LOG_EVERY == 0 or step == config.steps:
             dist.all_reduce(losses)  # the mean over ranks is the loss of the global batch
             values = (losses / world_size).tolist()
             if not all(np.isfinite(values)):
                 raise AugmentError(f"GAN training diverged at step {step}; lower the learning rates and run again")
             rows.append([step, *(round(v, 5) for v in values), round(config.batch_size * step / (time.perf_counter() - clock), 1)])
         if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
-            storage.write_csv(out / "losses.csv", ["step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_second"], rows)
-            train.save_checkpoint(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
+            checkpoint.write_losses(out, rows)
+            checkpoint.save(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
     if rank == 0:
         logger.info("distributed training on %d processes done", world_size)
-        summary = train.finish(out, spec, ema, rows, time.perf_counter() - start)
+        summary = checkpoint.export(out, spec, ema, rows, time.perf_counter() - start)
     dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
     return summary if rank == 0 else None

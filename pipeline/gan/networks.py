@@ -1,6 +1,9 @@
 """Class-conditional generator (conditional BatchNorm) and projection discriminator (spectral norm)."""
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -136,11 +139,47 @@ class PerClassGenerator(nn.Module):
         return out
 
 
-def build_generator(spec: dict) -> Generator:
-    """The generator described by gan/generator.json (the spec written next to its weights)."""
-    if spec.get("mode") == "per_class":  # train.mode=per_class merges one generator per class (gan/per_class.py)
-        return PerClassGenerator(spec["z_dim"], len(spec["classes"]), spec["channels"], spec["image_size"], spec["width"])
-    return Generator(spec["z_dim"], len(spec["classes"]), spec["channels"], spec["image_size"], spec["width"])
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """What gan/generator.json holds: enough to rebuild the generator, and the train settings it was trained with.
+    Every trainer builds it with `for_config`; generate reads it back with `from_dict`."""
+    z_dim: int
+    width: int                  # first-map channels, resolved (train.width 0 = default_width)
+    classes: list[str]
+    channels: int
+    image_size: int
+    train: dict | None = None   # dataclasses.asdict(TrainConfig); None for a generator built outside a training run
+    mode: str = "conditional"   # per_class: one generator per class, merged (gan/per_class.py)
+    world_size: int | None = None  # processes of a data-parallel run (gan/distributed.py)
+
+    @classmethod
+    def for_config(cls, config, classes: list[str], channels: int, image_size: int, **extra) -> "GeneratorSpec":
+        return cls(config.z_dim, config.width or default_width(image_size), list(classes), int(channels), int(image_size),
+                   dataclasses.asdict(config), **extra)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GeneratorSpec":
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        """The JSON form: optional keys only when set (a conditional run's generator.json has no `mode`)."""
+        data = {"z_dim": self.z_dim, "width": self.width, "classes": self.classes, "channels": self.channels,
+                "image_size": self.image_size}
+        if self.train is not None:
+            data["train"] = self.train
+        if self.mode != "conditional":
+            data["mode"] = self.mode
+        if self.world_size is not None:
+            data["world_size"] = self.world_size
+        return data
+
+
+def build_generator(spec: GeneratorSpec | dict) -> Generator:
+    """The generator a spec describes (gan/generator.json, written next to its weights)."""
+    spec = spec if isinstance(spec, GeneratorSpec) else GeneratorSpec.from_dict(spec)
+    if spec.mode == "per_class":  # train.mode=per_class merges one generator per class (gan/per_class.py)
+        return PerClassGenerator(spec.z_dim, len(spec.classes), spec.channels, spec.image_size, spec.width)
+    return Generator(spec.z_dim, len(spec.classes), spec.channels, spec.image_size, spec.width)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -12,13 +12,12 @@ from pipeline import storage
 from pipeline.config import TrainConfig
 from pipeline.device import pick_device
 from pipeline.errors import AugmentError
-from pipeline.gan import train
-from pipeline.gan.networks import build_generator
+from pipeline.gan import checkpoint, train
+from pipeline.gan.networks import GeneratorSpec, build_generator
 from pipeline.gan.quality import COLUMNS as QUALITY_COLUMNS, QualityProbe
 from pipeline.progress import logger
 
 FOLDER = "per_class"  # gan/per_class/<class>/ holds one class's training run (train.run's usual outputs)
-LOSS_COLUMNS = ["step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_second"]
 
 
 def class_names(ingest_dir: str | Path) -> list[str]:
@@ -74,16 +73,14 @@ def merge(config: TrainConfig, ingest_dir: str | Path, gan_dir: str | Path) -> d
     for stale in (gan / FOLDER).iterdir():
         if stale.name not in classes:
             shutil.rmtree(stale, ignore_errors=True)
-    spec = {"mode": "per_class", "z_dim": config.z_dim, "width": config.width, "classes": classes,
-            "channels": int(arrays["train_images"].shape[1]), "image_size": int(arrays["train_images"].shape[-1]),
-            "train": dataclasses.asdict(config)}
+    spec = GeneratorSpec.for_config(config, classes, arrays["train_images"].shape[1], arrays["train_images"].shape[-1],
+                                    mode="per_class")
     generator = build_generator(spec).eval()
     generator.load_state_dict(tensors)
     rows = [[int(r[0]), *(round(float(v), 5) for v in r[1:])] for r in np.mean(losses, axis=0)] if losses[0].size else []
-    storage.write_csv(gan / "losses.csv", LOSS_COLUMNS, rows)
+    checkpoint.write_losses(gan, rows)
     _samples_and_quality(config, arrays, generator, gan, len(classes))
-    storage.save_tensors(gan / "generator_ema.safetensors", generator.state_dict(), {"format": "augment-generator-v1"})
-    storage.write_json(gan / "generator.json", spec)
+    checkpoint.write_generator(gan, spec, generator)
     summary = {"steps": config.steps, "mode": "per_class", "classes": summaries,
                "images_per_second": float(np.median([s["images_per_second"] for s in summaries.values()])),
                "seconds": round(sum(s["seconds"] for s in summaries.values()), 1),

@@ -5,8 +5,8 @@ import numpy as np
 import torch
 
 from pipeline.config import EvaluateConfig
-from pipeline.evaluate.classifier import CONDITIONS, embed, train_classifier
-from pipeline.evaluate.fidelity import frechet_distance, manifold_scores
+from pipeline.classifier import CONDITIONS, embed, train_classifier
+from pipeline.metrics.fidelity import frechet_distance, manifold_scores
 from pipeline.gan.networks import to_uint8
 
 PROBE_STEPS = 300        # a quick feature classifier: enough to give the features meaning, a few seconds on CPU

@@ -10,6 +10,7 @@ import torch
 from pipeline.config import TrainConfig
 from pipeline.device import autocast
 from pipeline.gan.augment import diff_augment
+from pipeline.sampling import class_balanced_weights
 from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_labels, mode_seeking_penalty
 
 
@@ -70,6 +71,9 @@ class GanStep:
         return torch.stack([loss_d.detach(), loss_g.detach(), real_scores.detach().mean(), fake_scores.detach().mean()])
 
 
+LOG_EVERY = 50  # steps between loss rows; losses are read back (a host sync) only then
+
+
 def optimizers(config: TrainConfig, generator: torch.nn.Module,
                discriminator: torch.nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """Adam with beta1 = 0 (the usual choice for GANs with spectral norm), one per network."""
@@ -105,12 +109,6 @@ def sampling_weights(sampling: str, labels: torch.Tensor) -> torch.Tensor | None
         counts = counts[counts > 0]
         sampling = "balanced" if counts.max() >= AUTO_BALANCED_RATIO * counts.min() else "uniform"
     return class_balanced_weights(labels) if sampling == "balanced" else None
-
-
-def class_balanced_weights(labels: torch.Tensor) -> torch.Tensor:
-    """Per-image draw weights that make every class equally likely in a batch: 1 / its image count."""
-    counts = torch.bincount(labels)
-    return (1.0 / counts[labels].double()).cpu()
 
 
 def ema_decay(config: TrainConfig, images_seen: int) -> float:

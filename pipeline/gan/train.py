@@ -1,9 +1,8 @@
-"""Stage 2: train the class-conditional GAN on the ingested arrays; checkpoints, sample grids, loss CSV."""
+"""Stage 2: train the class-conditional GAN on the ingested arrays in one process; sample grids and quality as it
+goes. The step is pipeline.gan.step's, the files pipeline.gan.checkpoint's (both shared with gan/distributed.py)."""
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -15,15 +14,15 @@ from pipeline import storage
 from pipeline.config import TrainConfig
 from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
+from pipeline.gan import checkpoint
 from pipeline.gan.augment import parse_policy
-from pipeline.gan.networks import Discriminator, build_generator, default_width, to_uint8
+from pipeline.gan.networks import Discriminator, GeneratorSpec, build_generator, to_uint8
 from pipeline.gan.quality import COLUMNS as QUALITY_COLUMNS, QualityProbe
-from pipeline.gan.step import GanStep, draw_batch, ema_decay, optimizers, sampling_weights, update_ema
+from pipeline.gan.step import LOG_EVERY, GanStep, draw_batch, ema_decay, optimizers, sampling_weights, update_ema
 from pipeline.progress import logger, track
 
 GRID_COLUMNS = 8
 BEST = "generator_best.safetensors"  # keep=best: EMA snapshot at the best sample grid so far
-LOG_EVERY = 50  # steps between loss rows; losses are read back (a host sync) only then
 
 
 def save_grid(path: Path, images: torch.Tensor, rows: int) -> None:
@@ -37,29 +36,6 @@ def save_grid(path: Path, images: torch.Tensor, rows: int) -> None:
         image.save(tmp, format="PNG")
 
 
-def _state_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
-
-
-def _optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
-    """Flatten an optimizer's state to tensors (safetensors holds no nested objects) + its param groups as JSON."""
-    state = optimizer.state_dict()
-    tensors = {}
-    for index, entry in state["state"].items():
-        for key, value in entry.items():
-            tensors[f"{prefix}.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    return tensors, json.dumps(state["param_groups"])
-
-
-def _load_optimizer(optimizer: torch.optim.Optimizer, prefix: str, tensors: dict, groups_json: str) -> None:
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        if name.startswith(prefix + "."):
-            index, key = name[len(prefix) + 1:].split(".", 1)
-            state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(groups_json)})
-
-
 def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dict:
     """Train on ingest_dir's arrays; write gan/ (checkpoint, generator_ema, generator.json, samples, losses.csv,
     quality.csv: the EMA generator's fidelity at every sample grid)."""
@@ -68,10 +44,9 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
     classes = [str(c) for c in arrays["classes"]]
     images = torch.from_numpy(arrays["train_images"])                                  # N x C x S x S uint8
     labels = torch.from_numpy(arrays["train_labels"])
-    spec = {"z_dim": config.z_dim, "width": config.width or default_width(int(images.shape[-1])), "classes": classes,
-            "channels": int(images.shape[1]), "image_size": int(images.shape[-1]), "train": dataclasses.asdict(config)}
+    spec = GeneratorSpec.for_config(config, classes, images.shape[1], images.shape[-1])
     out = Path(out_dir)
-    resumed = _resumable_step(out, spec)
+    resumed = checkpoint.resumable_step(out, spec)
     if resumed is None:
         storage.fresh_dir(out)
     else:
@@ -80,12 +55,12 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     generator, discriminator = build_generator(spec), Discriminator(
-        len(classes), spec["channels"], spec["image_size"], spec["width"], config.discriminator_width, config.minibatch_std)
+        len(classes), spec.channels, spec.image_size, spec.width, config.discriminator_width, config.minibatch_std)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     opt_g, opt_d = optimizers(config, generator, discriminator)
     start_step = 0
     if resumed is not None:
-        start_step = _restore(out / "checkpoint.safetensors", generator, discriminator, ema, opt_g, opt_d)
+        start_step = checkpoint.restore(out, generator, discriminator, ema, opt_g, opt_d)
         logger.info("resuming training from step %d of %d", start_step, config.steps)
     for module in (generator, discriminator, ema):
         prepare_module(module, device)
@@ -126,11 +101,11 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
                 if config.keep == "best" and quality[-1][1] <= min(float(row[1]) for row in quality):
                     storage.save_tensors(out / BEST, ema.state_dict(), {"step": str(step)})
         if checkpoint_now:
-            storage.write_csv(losses_path, ["step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_second"], rows)
+            checkpoint.write_losses(out, rows)
             if probe:
                 storage.write_csv(quality_path, QUALITY_COLUMNS, quality)
-            save_checkpoint(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
-    return finish(out, spec, _kept(out, config, ema), rows, time.perf_counter() - start)
+            checkpoint.save(out, spec, step, generator, discriminator, ema, opt_g, opt_d)
+    return checkpoint.export(out, spec, _kept(out, config, ema), rows, time.perf_counter() - start)
 
 
 def _kept(out: Path, config: TrainConfig, ema: torch.nn.Module) -> torch.nn.Module:
@@ -144,54 +119,3 @@ def _kept(out: Path, config: TrainConfig, ema: torch.nn.Module) -> torch.nn.Modu
     best.load_state_dict(storage.load_tensors(out / BEST))
     logger.info("keeping the generator of step %s (lowest Fréchet distance)", storage.read_metadata(out / BEST)["step"])
     return best
-
-
-def save_checkpoint(out: Path, spec: dict, step: int, generator, discriminator, ema, opt_g, opt_d) -> None:
-    g_tensors, g_groups = _optimizer_tensors("opt_g", opt_g)
-    d_tensors, d_groups = _optimizer_tensors("opt_d", opt_d)
-    tensors = {**_state_tensors("G", generator), **_state_tensors("D", discriminator), **_state_tensors("G_ema", ema),
-               **g_tensors, **d_tensors}
-    metadata = {"step": str(step), "spec": json.dumps(spec, sort_keys=True), "opt_g": g_groups, "opt_d": d_groups}
-    storage.save_tensors(out / "checkpoint.safetensors", tensors, metadata)
-
-
-RESUME_IGNORES = ("steps", "sample_every", "checkpoint_every", "device", "compile", "precision", "track_quality")  # may change between runs
-
-
-def _same_model(a: dict, b: dict) -> bool:
-    """True when two specs describe the same training run up to its length and bookkeeping."""
-    strip = lambda spec: {**spec, "train": {k: v for k, v in spec["train"].items() if k not in RESUME_IGNORES}}
-    return json.dumps(strip(a), sort_keys=True) == json.dumps(strip(b), sort_keys=True)
-
-
-def _resumable_step(out: Path, spec: dict) -> int | None:
-    """The step of a checkpoint in out from the same run, if training can continue from it (else None)."""
-    path = out / "checkpoint.safetensors"
-    if not path.is_file():
-        return None
-    try:
-        metadata = storage.read_metadata(path)
-        step, same = int(metadata["step"]), _same_model(json.loads(metadata["spec"]), spec)
-    except (AugmentError, KeyError, ValueError):
-        return None
-    return step if same and step <= spec["train"]["steps"] else None
-
-
-def _restore(path: Path, generator, discriminator, ema, opt_g, opt_d) -> int:
-    tensors, metadata = storage.load_tensors(path), storage.read_metadata(path)
-    for prefix, module in (("G", generator), ("D", discriminator), ("G_ema", ema)):
-        module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
-    _load_optimizer(opt_g, "opt_g", tensors, metadata["opt_g"])
-    _load_optimizer(opt_d, "opt_d", tensors, metadata["opt_d"])
-    return int(metadata["step"])
-
-
-def finish(out: Path, spec: dict, ema: torch.nn.Module, rows: list, seconds: float) -> dict:
-    """Export the EMA generator on its own (what generate reads) and return a summary."""
-    storage.save_tensors(out / "generator_ema.safetensors", ema.state_dict(), {"format": "augment-generator-v1"})
-    storage.write_json(out / "generator.json", spec)
-    rate = float(np.median([r[-1] for r in rows])) if rows else 0.0
-    summary = {"steps": spec["train"]["steps"], "images_per_second": rate, "seconds": round(seconds, 1),
-               "final_losses": rows[-1][1:5] if rows else []}
-    storage.write_json(out / "summary.json", summary)
-    return summary

@@ -1,4 +1,6 @@
-"""The downstream classifier, classical augmentation, and one training run under one condition."""
+"""The downstream classifier, shared by every stage that trains one (the evaluation's conditions, the generate
+stage's teacher filter, the GAN's quality probe): the networks, classical augmentation, the conditions a run can
+train under, and one training run under one condition. Which conditions an evaluation runs is pipeline.evaluate.conditions."""
 from __future__ import annotations
 
 import functools
@@ -13,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import CLASSICAL_POLICIES, EvaluateConfig, parse_shares
+from pipeline.config import CLASSICAL_POLICIES, EvaluateConfig
 from pipeline.device import autocast, prepare_module
 from pipeline.errors import AugmentError
+from pipeline.sampling import class_balanced_weights
 
 
 @dataclass(frozen=True)
@@ -46,19 +49,6 @@ REBALANCED = (
 )
 
 
-def imbalance_ratio(labels: np.ndarray, num_classes: int) -> float:
-    """Largest class's image count over the smallest's (inf when a class has none)."""
-    counts = np.bincount(labels, minlength=num_classes)
-    return float("inf") if counts.min() == 0 else float(counts.max() / counts.min())
-
-
-def rebalancing(config: EvaluateConfig, real_labels: np.ndarray, num_classes: int) -> bool:
-    """Whether the re-sampling and top-up conditions are evaluated (evaluate.rebalance, auto: by the real counts)."""
-    if config.rebalance != "auto":
-        return config.rebalance == "on"
-    return imbalance_ratio(real_labels, num_classes) >= config.imbalance_ratio
-
-
 def topup_indices(real_labels: np.ndarray, synthetic_labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows of the synthetic set that top every class up to the largest class's real count: the first
     (largest - real_c) of class c, or all it has."""
@@ -79,15 +69,6 @@ def share_of(condition: Condition, config: EvaluateConfig, real_labels: np.ndarr
         counts = np.bincount(real_labels, minlength=num_classes)
         return float(np.mean(1.0 - counts / counts.max()))
     return config.synthetic_share if condition.share is None else condition.share
-
-
-def conditions_for(config: EvaluateConfig, real_labels: np.ndarray | None = None, num_classes: int = 0) -> tuple[Condition, ...]:
-    """The fixed conditions, real+aug+synthetic at every extra candidate share (named e.g.
-    'real+aug+synthetic@0.25'), and on imbalanced data (see rebalancing) the re-sampling and top-up conditions."""
-    extra = tuple(Condition(f"real+aug+synthetic@{share:g}", True, True, True, share) for share in parse_shares(config.candidate_shares)
-                  if share != config.synthetic_share)
-    rebalanced = REBALANCED if real_labels is not None and rebalancing(config, real_labels, num_classes) else ()
-    return CONDITIONS + extra + rebalanced
 
 
 STEM_SIDE = 32  # from twice this side up, strided stem convolutions halve the image before the pooled blocks
@@ -271,20 +252,14 @@ def pools(config: EvaluateConfig, condition: Condition, seed: int, real, synthet
     if condition.topup:
         rows = topup_indices(real[1], synthetic[1], num_classes)
         x, y = np.concatenate([real[0], synthetic[0][rows]]), np.concatenate([real[1], synthetic[1][rows]])
-        return [(torch.from_numpy(x), torch.from_numpy(y), config.batch_size, seed, _class_balanced(y, num_classes))]
+        return [(torch.from_numpy(x), torch.from_numpy(y), config.batch_size, seed, class_balanced_weights(torch.from_numpy(y)))]
     n_synthetic = {(True, False): 0, (False, True): config.batch_size,
                    (True, True): int(round(config.batch_size * share_of(condition, config)))}[(condition.real, condition.synthetic)]
-    weights = _class_balanced(real[1], num_classes) if condition.balanced else None
+    weights = class_balanced_weights(torch.from_numpy(real[1])) if condition.balanced else None
     result = [(torch.from_numpy(real[0]), torch.from_numpy(real[1]), config.batch_size - n_synthetic, seed, weights)]
     if n_synthetic:
         result.append((torch.from_numpy(synthetic[0]), torch.from_numpy(synthetic[1]), n_synthetic, seed + 1, None))
     return result
-
-
-def _class_balanced(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """Per-image draw weights that make every present class equally likely: 1 / its count."""
-    counts = np.bincount(labels, minlength=num_classes)
-    return torch.from_numpy(1.0 / counts[labels]).double()
 
 
 @torch.no_grad()
