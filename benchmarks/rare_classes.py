@@ -149,7 +149,9 @@ def main() -> None:
     result = {"command": command, "profile": args.profile, "split_seed": args.split_seed, "split_counts": counts, "seeds": args.seeds, "threads": args.threads,
               "train_counts": {c: v["train"] for c, v in outputs["ingest"]["per_class"].items()}, "n_test": metrics["n_test"],
               "seconds": seconds, "commit": commit, "summary": summarize(metrics, counts), "gain": metrics["gain"],
-              "imbalance_ratio": metrics["imbalance_ratio"], "config": config.to_dict()}
+              "imbalance_ratio": metrics["imbalance_ratio"], "config": config.to_dict(),
+              "validation": metrics["recommendation"].get("validation"),  # every candidate's validation scores
+              "accuracy_runs": {name: v["accuracy_runs"] for name, v in metrics["conditions"].items()}}
     if args.leakage:
         result["leakage"] = oracle_agreement(args.mnist, counts, work, seed=args.split_seed)
     stem = args.name or f"rare_classes_{args.profile}"
