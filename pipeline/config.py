@@ -29,7 +29,7 @@ Rebalance = Literal["auto", "on", "off"]
 DEVICES: tuple[str, ...] = get_args(Device)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 REBALANCE: tuple[str, ...] = get_args(Rebalance)
-DIFF_AUGMENTATIONS = ("color", "translation", "cutout")  # train.augment, in the order pipeline.gan.augment applies them
+DIFF_AUGMENTATIONS = ("color", "translation", "cutout")  # train.augment, in the order pipeline.gan.diffaugment applies them
 CLASSICAL_GEOMETRIC = ("affine", "elastic", "flip")  # evaluate.augment: batched, combinable ("affine,elastic")
 CLASSICAL_POLICIES = ("trivialaugment", "randaugment", "autoaugment", "photo")  # evaluate.augment: torchvision v2, one
 

@@ -13,7 +13,7 @@ from conftest import tiny_config
 from pipeline import ingest, storage
 from pipeline.errors import AugmentError
 from pipeline.gan import train
-from pipeline.gan.augment import diff_augment, parse_policy
+from pipeline.gan.diffaugment import diff_augment, parse_policy
 from pipeline.gan.networks import Discriminator, Generator, build_generator
 
 
