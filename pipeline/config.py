@@ -384,8 +384,7 @@ def validate(config: Config) -> None:
         for f, kind in fields(section):
             key, value, meta = f"{section}.{f.name}", getattr(values, f.name), f.metadata
             if get_origin(kind) is Literal and value not in get_args(kind):
-                choices = get_args(kind)
-                raise AugmentError(f"{key} must be {', '.join(choices[:-1])} or {choices[-1]}, got {value!r}")
+                raise AugmentError(f"{key} must be one of {', '.join(get_args(kind))}, got {value!r}")
             if meta["rule"] is not None and (problem := meta["rule"](value, values)):
                 raise AugmentError(f"{key} {problem}")
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not _within(value, meta):
