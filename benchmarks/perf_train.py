@@ -13,7 +13,7 @@ import torch
 
 from pipeline.config import TrainConfig
 from pipeline.gan import train
-from pipeline.gan.augment import diff_augment, parse_policy
+from pipeline.gan.diffaugment import diff_augment, parse_policy
 from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_penalty
 from pipeline.gan.networks import Discriminator, Generator
 

@@ -11,15 +11,15 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.process import bound_shutdown, console, filter_user_error_tracebacks, run_app
-from flows.names import Runner, Stage
+from flows.names import HELP, Runner, Stage
 from pipeline import config as config_module
 from pipeline.errors import AugmentError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train a class-conditional GAN on a small image folder and measure whether its images help a classifier.")
 
-ParamsOption = Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read; default: ./params.yaml when present, else built-in defaults.")]
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override one key, e.g. --set train.steps=300 (repeatable; `augment options` lists every key).")]
+ParamsOption = Annotated[Optional[Path], typer.Option("--params", help=HELP["params"])]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help=HELP["set"])]
 PerClassOption = Annotated[Optional[int], typer.Option(help=f"generate.per_class: {config_module.help_for('generate.per_class')}.")]
 RunnerOption = Annotated[Runner, typer.Option(help="Where fanned-out tasks (per-class generators, classifier seeds) run: local (one at a time) or dask.")]
 DaskAddressOption = Annotated[Optional[str], typer.Option(help="An existing Dask scheduler, e.g. tcp://host:8786 (with --runner dask); default: a LocalCluster on this machine.")]
@@ -173,6 +173,8 @@ def _config_with_shorthands(dataset: Optional[Path], per_class: Optional[int], p
     return overrides, config
 
 
+# serve and deploy take the same options; only deploy adds --pool.
+ScheduledDatasetOption = Annotated[Path, typer.Option("--dataset", help="ImageFolder to retrain on at every scheduled run (read afresh each time; with deploy, the worker must see this path).")]
 ScheduledOutOption = Annotated[Path, typer.Option(help="Parent folder: every run writes to a new <dataset>-<date>-<run id> folder in it.")]
 
 
@@ -191,7 +193,7 @@ def _scheduled_parameters(dataset, cron, per_class, params, set_, out, runner, d
 
 @app.command()
 def serve(
-    dataset: Annotated[Path, typer.Option(help="ImageFolder to retrain on at every scheduled run (read afresh each time).")],
+    dataset: ScheduledDatasetOption,
     cron: CronOption,
     name: NameOption,
     per_class: PerClassOption = None,
@@ -218,7 +220,7 @@ def serve(
 
 @app.command("deploy")
 def deploy_command(
-    dataset: Annotated[Path, typer.Option(help="ImageFolder to retrain on at every scheduled run (the worker must see this path).")],
+    dataset: ScheduledDatasetOption,
     cron: CronOption,
     name: NameOption,
     pool: Annotated[str, typer.Option(help="Prefect work pool whose worker runs the flow (`prefect worker start --pool POOL`); a process pool is created when missing.")],
@@ -254,7 +256,7 @@ def _check_dvc_mode(params: Optional[Path], out: Optional[Path]) -> None:
 @app.command()
 def stage(
     name: Annotated[Stage, typer.Argument(help="The stage to run.")],
-    out: Annotated[Path, typer.Option(help="Output folder holding the stage folders.")] = Path("outputs"),
+    out: Annotated[Path, typer.Option(help=HELP["out"])] = Path("outputs"),
     params: ParamsOption = None,
     set_: SetOption = None,
 ) -> None:

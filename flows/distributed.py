@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from flows.names import HELP
 from pipeline import config as config_module
 from pipeline import storage
 from pipeline.errors import AugmentError
@@ -31,9 +32,9 @@ def _device(local_rank: int, requested: str) -> torch.device:
 def main(argv: list[str] | None = None) -> int:
     """Parse options, join torchrun's process group, train, leave the group."""
     parser = argparse.ArgumentParser(prog="python -m flows.distributed", description=__doc__)
-    parser.add_argument("--out", type=Path, required=True, help="Output folder holding ingest/ (gan/ is written there).")
-    parser.add_argument("--params", type=Path, default=None, help="params.yaml to read (default: built-in defaults).")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="Override one key (repeatable).")
+    parser.add_argument("--out", type=Path, required=True, help=HELP["out"] + " ingest/ must be there; gan/ is written.")
+    parser.add_argument("--params", type=Path, default=None, help="params.yaml to read; default: built-in defaults.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help=HELP["set"])
     args = parser.parse_args(argv)
     if "LOCAL_RANK" not in os.environ:
         raise AugmentError("start this module with torchrun, e.g. torchrun --nproc_per_node=2 -m flows.distributed --out DIR")

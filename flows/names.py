@@ -17,5 +17,12 @@ class Stage(str, Enum):
     evaluate = "evaluate"
 
 
+# Options every entry point takes (`augment run/stage/serve/deploy` and `python -m flows.distributed`), one help each.
+HELP = {
+    "params": "params.yaml to read; default: ./params.yaml when present, else built-in defaults.",
+    "set": "Override one key, e.g. --set train.steps=300 (repeatable; `augment options` lists every key).",
+    "out": "Output folder holding the stage folders (ingest/, gan/, synthetic/, evaluation/).",
+}
+
 RUNNERS = tuple(runner.value for runner in Runner)
 STAGES = tuple(stage.value for stage in Stage)

@@ -29,7 +29,7 @@ Rebalance = Literal["auto", "on", "off"]
 DEVICES: tuple[str, ...] = get_args(Device)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 REBALANCE: tuple[str, ...] = get_args(Rebalance)
-DIFF_AUGMENTATIONS = ("color", "translation", "cutout")  # train.augment, in the order pipeline.gan.augment applies them
+DIFF_AUGMENTATIONS = ("color", "translation", "cutout")  # train.augment, in the order pipeline.gan.diffaugment applies them
 CLASSICAL_GEOMETRIC = ("affine", "elastic", "flip")  # evaluate.augment: batched, combinable ("affine,elastic")
 CLASSICAL_POLICIES = ("trivialaugment", "randaugment", "autoaugment", "photo")  # evaluate.augment: torchvision v2, one
 
@@ -384,8 +384,7 @@ def validate(config: Config) -> None:
         for f, kind in fields(section):
             key, value, meta = f"{section}.{f.name}", getattr(values, f.name), f.metadata
             if get_origin(kind) is Literal and value not in get_args(kind):
-                choices = get_args(kind)
-                raise AugmentError(f"{key} must be {', '.join(choices[:-1])} or {choices[-1]}, got {value!r}")
+                raise AugmentError(f"{key} must be one of {', '.join(get_args(kind))}, got {value!r}")
             if meta["rule"] is not None and (problem := meta["rule"](value, values)):
                 raise AugmentError(f"{key} {problem}")
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not _within(value, meta):

@@ -14,7 +14,7 @@ from pipeline.config import Config, TrainConfig
 from pipeline.device import pick_device, prepare_module
 from pipeline.classifier import CONDITIONS, train_classifier
 from pipeline.evaluate.conditions import conditions_for
-from pipeline.gan.augment import parse_policy
+from pipeline.gan.diffaugment import parse_policy
 from pipeline.gan.networks import Discriminator, GeneratorSpec, build_generator
 from pipeline.gan.step import GanStep, draw_batch, optimizers
 

@@ -13,7 +13,7 @@ from conftest import tiny_config
 from pipeline import ingest, storage
 from pipeline.errors import AugmentError
 from pipeline.gan import train
-from pipeline.gan.augment import diff_augment, parse_policy
+from pipeline.gan.diffaugment import diff_augment, parse_policy
 from pipeline.gan.networks import Discriminator, Generator, build_generator
 
 
@@ -161,5 +161,5 @@ def test_balanced_sampling_trains_and_is_part_of_the_model_identity(ingested, di
     assert summary["steps"] == 6
     spec = json.loads((tmp_path / "gan" / "generator.json").read_text())
     assert spec["train"]["sampling"] == "balanced"  # a uniform run's checkpoint is not resumed as this one
-    with pytest.raises(AugmentError, match="train.sampling must be auto, uniform or balanced"):
+    with pytest.raises(AugmentError, match="train.sampling must be one of auto, uniform, balanced"):
         tiny_config(digits_dir, "train.sampling=weighted")

@@ -14,7 +14,7 @@ from pipeline import storage
 from pipeline.config import TrainConfig
 from pipeline.errors import AugmentError
 from pipeline.gan import checkpoint
-from pipeline.gan.augment import parse_policy
+from pipeline.gan.diffaugment import parse_policy
 from pipeline.gan.networks import Discriminator, GeneratorSpec, build_generator
 from pipeline.gan.step import LOG_EVERY, GanStep, draw_batch, ema_decay, optimizers, sampling_weights, update_ema
 from pipeline.progress import logger

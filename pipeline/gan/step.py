@@ -9,7 +9,7 @@ import torch
 
 from pipeline.config import TrainConfig
 from pipeline.device import autocast
-from pipeline.gan.augment import diff_augment
+from pipeline.gan.diffaugment import diff_augment
 from pipeline.sampling import class_balanced_weights
 from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_labels, mode_seeking_penalty
 

@@ -15,7 +15,7 @@ from pipeline.config import TrainConfig
 from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
 from pipeline.gan import checkpoint
-from pipeline.gan.augment import parse_policy
+from pipeline.gan.diffaugment import parse_policy
 from pipeline.gan.networks import Discriminator, GeneratorSpec, build_generator, to_uint8
 from pipeline.gan.quality import COLUMNS as QUALITY_COLUMNS, QualityProbe
 from pipeline.gan.step import LOG_EVERY, GanStep, draw_batch, ema_decay, optimizers, sampling_weights, update_ema
