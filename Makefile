@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # a venv reused from another checkout (CI's cache) gets its editable install pointed here.
 STAMP := $(VENV)/.installed-$(shell { cat pyproject.toml; echo $(CURDIR); } | sha256sum | cut -c1-16)
 
-.PHONY: install demo test clean gpu-check
+.PHONY: install demo test test-fast clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+# The quick part of the suite (< 3 min on 2 cores): everything not marked slow (Prefect servers, DVC, whole runs).
+test-fast: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf runs outputs data/digits

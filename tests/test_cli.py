@@ -9,6 +9,8 @@ import torchvision
 
 from conftest import BIN, TINY, copy_tree
 
+pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
+
 
 def augment(args, env, cwd, timeout=600):
     return subprocess.run([str(BIN / "augment"), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)

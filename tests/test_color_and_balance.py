@@ -21,6 +21,8 @@ from pipeline.errors import AugmentError
 from pipeline.gan import train
 from pipeline.gan.networks import Discriminator, Generator, plan_resolutions, plan_widths
 
+pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
+
 # Three "photo" classes told apart by colour and shape; sizes 1:1 to 2:1 both ways. Imbalanced on purpose:
 # after the 20% test and 20% validation splits they keep 8, 4 and 1 training images.
 PHOTO_CLASSES = {"sunset": (12, (230, 110, 40), "disc"), "lake": (6, (40, 90, 200), "bars"), "meadow": (3, (60, 170, 60), "box")}

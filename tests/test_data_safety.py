@@ -20,6 +20,8 @@ from pipeline.errors import AugmentError
 from pipeline.evaluate.recommend import recommend
 from pipeline import ingest
 
+pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
+
 
 def content_hash(folder):
     """One hash over every file's relative path and bytes (symbolic links followed, as a reader sees them)."""

@@ -10,8 +10,12 @@ import time
 import urllib.request
 from datetime import datetime, timezone
 
+import pytest
+
 from conftest import BIN, ROOT, small_digits
 from test_cli import augment, tiny_sets
+
+pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
 
 # The tests' cron fires 12 hours from now, so no scheduled run can start while a test serves the deployment (one
 # started at 03:00 UTC inside the served test: 3 completed runs where the test waits for 2).

@@ -12,6 +12,8 @@ import yaml
 
 from conftest import BIN, ROOT, TINY
 
+pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
+
 STAGES = ("ingest", "train", "generate", "evaluate")
 # README, Versioning with DVC: experiments side by side in 120 columns (what changed, the baseline, the pick).
 EXP_SHOW_VIEW = ["--only-changed", "--drop", r"Created|outputs/|.*\.(lo|hi)$|.*@|gain\.(syn-real|topup-res)|acc\.topup|cas|fd",

@@ -74,6 +74,7 @@ def test_interrupted_generation_completes_only_missing_images(trained, tmp_path)
     assert kept.stat().st_mtime_ns == before, "images already written must not be rewritten"
 
 
+@pytest.mark.slow  # > 20 s: left out of `make test-fast`
 def test_teacher_filter_keeps_the_best_scored_candidates(trained, tmp_path):
     out, config = trained
     chosen = dataclasses.replace(config.generate, filter="teacher", oversample=3.0)
@@ -284,6 +285,7 @@ def test_a_failed_aggregation_keeps_the_seed_files_it_needs(trained, tmp_path, m
     assert storage.read_json(folder / "metrics.json") == metrics and (folder / "report.html").is_file()
 
 
+@pytest.mark.slow  # > 20 s: left out of `make test-fast`
 def test_an_untrained_generator_cannot_earn_a_significant_gain(digits_dir, tmp_path):
     """The verdict logic cannot be fooled: noise from a 1-step generator must not look like help."""
     config = tiny_config(digits_dir, "train.steps=1", "evaluate.seeds=4", "evaluate.steps=120", "ingest.image_size=16")
@@ -297,7 +299,7 @@ def test_an_untrained_generator_cannot_earn_a_significant_gain(digits_dir, tmp_p
     assert metrics["conditions"]["synthetic"]["accuracy_mean"] < 0.5, "noise cannot teach digits"
 
 
-@pytest.mark.parametrize("model", ["resnet18", "helpers.models:tiny_mlp"])
+@pytest.mark.parametrize("model", [pytest.param("resnet18", marks=pytest.mark.slow), "helpers.models:tiny_mlp"])
 def test_evaluate_trains_your_own_classifier_under_the_same_paired_protocol(trained, tmp_path, model):
     from helpers import models
 

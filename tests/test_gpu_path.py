@@ -20,6 +20,8 @@ from pipeline.gan.networks import build_generator
 
 from conftest import BIN, ROOT
 
+pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
+
 
 def test_gpu_check_quick_mode_measures_every_part_on_cpu(cli_env, tmp_path):
     out = tmp_path / "gpu"

@@ -13,6 +13,8 @@ import pytest
 
 from conftest import BIN, ROOT, copy_tree
 
+pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
+
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EXAMPLES = [" ".join(line.split()) for page in PAGES for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S)
             for line in block.replace("\\\n", " ").splitlines() if line.strip().startswith("augment run ")]

@@ -13,6 +13,8 @@ from pipeline import generate, ingest
 from pipeline.evaluate import stage as evaluate
 from pipeline.gan import train
 
+pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 VERDICT_COLOURS = {(0xD9, 0xF2, 0xD9), (0xF8, 0xD7, 0xD7), (0xEE, 0xEE, 0xEE)}  # gain, loss, neutral boxes
 

@@ -18,6 +18,8 @@ from flows.stages import STAGES, run_stage
 from pipeline import runs, storage
 from pipeline.errors import AugmentError
 
+pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def finished_run(digits_dir, tmp_path_factory) -> Path:

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -16,6 +17,8 @@ from pipeline import ingest, storage
 from pipeline.gan.distributed import shard
 from pipeline.gan.networks import build_generator
 from test_cli import augment, tiny_sets
+
+pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
 
 
 # Orchestration, not quality, is under test: no quality probe, short classifier runs (2 seeds, so they fan out too).
