@@ -101,3 +101,15 @@ def test_every_declared_bound_and_choice_is_enforced(key):
         with pytest.raises(AugmentError, match=re.escape(key)):
             config_module.load(None, [f"{key}={int(value) if kind is int else value}"])
         assert config_module.load(None, [f"{key}={field.default}"])  # the default itself passes
+
+
+def test_augment_options_lists_every_key_with_its_default():
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["options"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for key in KEYS:
+        assert key in result.output, key
+    assert "auto | gray | rgb" in result.output  # the choices of ingest.channels, from its Literal
