@@ -350,15 +350,14 @@ def _number(value: float) -> str:
 
 def _bounds(meta: dict) -> str | None:
     """'at least 1', 'positive', 'in (0, 1]', ... for the declared bounds, or None."""
-    low, high = (meta["at_least"], "["), (meta["above"], "(")
-    low = low if low[0] is not None else high
-    top = (meta["at_most"], "]") if meta["at_most"] is not None else (meta["below"], ")")
-    if low[0] is not None and top[0] is not None:
-        return f"in {low[1]}{_number(low[0])}, {_number(top[0])}{top[1]}"
-    if low[0] is not None:
-        return f"at least {_number(low[0])}" if low[1] == "[" else ("positive" if low[0] == 0 else f"above {_number(low[0])}")
-    if top[0] is not None:
-        return f"at most {_number(top[0])}" if top[1] == "]" else f"below {_number(top[0])}"
+    low, low_closed = (meta["at_least"], True) if meta["at_least"] is not None else (meta["above"], False)
+    high, high_closed = (meta["at_most"], True) if meta["at_most"] is not None else (meta["below"], False)
+    if low is not None and high is not None:
+        return f"in {'[' if low_closed else '('}{_number(low)}, {_number(high)}{']' if high_closed else ')'}"
+    if low is not None:
+        return f"at least {_number(low)}" if low_closed else ("positive" if low == 0 else f"above {_number(low)}")
+    if high is not None:
+        return f"at most {_number(high)}" if high_closed else f"below {_number(high)}"
     return None
 
 

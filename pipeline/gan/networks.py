@@ -153,12 +153,12 @@ class GeneratorSpec:
     world_size: int | None = None  # processes of a data-parallel run (gan/distributed.py)
 
     @classmethod
-    def for_config(cls, config, classes: list[str], channels: int, image_size: int, **extra) -> "GeneratorSpec":
+    def for_config(cls, config, classes: list[str], channels: int, image_size: int, **extra) -> GeneratorSpec:
         return cls(config.z_dim, config.width or default_width(image_size), list(classes), int(channels), int(image_size),
                    dataclasses.asdict(config), **extra)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GeneratorSpec":
+    def from_dict(cls, data: dict) -> GeneratorSpec:
         return cls(**data)
 
     def to_dict(self) -> dict:
