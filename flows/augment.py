@@ -2,6 +2,7 @@
 out over the chosen task runner. No computation lives here."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from datetime import datetime, timezone
@@ -20,36 +21,37 @@ from flows.tables import result_rows
 from pipeline import config as config_module
 from pipeline import device
 from pipeline import generate, storage
-from pipeline.errors import AugmentError, TransientError
+from pipeline.errors import TransientError, reports_environment_errors
 from pipeline.evaluate import stage as evaluate_stage
 from pipeline.gan import per_class
-from pipeline.ingest import check_output_location
+from pipeline import runfolder
 
 
 def _worth_retrying(task, task_run, state) -> bool:
-    """Retry infrastructure failures, never a user error (a bad image or option fails the same way again)."""
+    """Retry only what is known to pass on a second try (TransientError: a busy DVC lock). A user error or an
+    environment failure (disk full, read-only) fails the same way again, and a bug would repeat an hour-long stage
+    for nothing."""
     try:
         state.result()
     except TransientError:
         return True
-    except AugmentError:
-        return False
     except Exception:
-        return True
+        return False
     return False
 
 
-# Stages touch the file system and can fail transiently; a retried stage resumes (training from its checkpoint,
-# generation from the images already written).
+# A retried stage resumes (training from its checkpoint, generation from the images already written).
 RETRY = dict(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, retry_condition_fn=_worth_retrying)
 
 
 @task(**RETRY)
+@reports_environment_errors
 def stage_task(name: str, config: config_module.Config, out_dir: str) -> dict:
     return run_stage(name, config, out_dir)
 
 
 @task(**RETRY)
+@reports_environment_errors
 def train_class_task(config: config_module.TrainConfig, out_dir: str, name: str, torch_threads: Optional[int]) -> dict:
     limit_torch_threads(torch_threads)
     print(f"training class {name} in process {os.getpid()} on {socket.gethostname()}")  # shows where Dask ran it
@@ -58,12 +60,14 @@ def train_class_task(config: config_module.TrainConfig, out_dir: str, name: str,
 
 
 @task(**RETRY)
+@reports_environment_errors
 def merge_task(config: config_module.TrainConfig, out_dir: str) -> dict:
     dirs = storage.stage_dirs(out_dir)
     return per_class.merge(config, dirs["ingest"], dirs["gan"])
 
 
 @task(**RETRY)
+@reports_environment_errors
 def generate_class_task(config: config_module.GenerateConfig, out_dir: str, name: str, torch_threads: Optional[int]) -> dict:
     limit_torch_threads(torch_threads)
     dirs = storage.stage_dirs(out_dir)
@@ -71,12 +75,14 @@ def generate_class_task(config: config_module.GenerateConfig, out_dir: str, name
 
 
 @task(**RETRY)
+@reports_environment_errors
 def generate_merge_task(config: config_module.GenerateConfig, out_dir: str) -> dict:
     dirs = storage.stage_dirs(out_dir)
     return generate.merge_classes(config, dirs["gan"], dirs["synthetic"], dirs["ingest"])
 
 
 @task(**RETRY)
+@reports_environment_errors
 def evaluate_seed_task(config: config_module.EvaluateConfig, out_dir: str, seed: int, torch_threads: Optional[int]) -> str:
     limit_torch_threads(torch_threads)
     dirs = storage.stage_dirs(out_dir)
@@ -84,6 +90,7 @@ def evaluate_seed_task(config: config_module.EvaluateConfig, out_dir: str, seed:
 
 
 @task(**RETRY)
+@reports_environment_errors
 def aggregate_task(config: config_module.EvaluateConfig, out_dir: str) -> dict:
     dirs = storage.stage_dirs(out_dir)
     return evaluate_stage.aggregate(config, dirs["ingest"], dirs["synthetic"], dirs["gan"], dirs["evaluation"])
@@ -139,13 +146,17 @@ def augment_flow(params: config_module.Config, out_dir: str, run_folder: bool = 
     the same way: unknown keys are refused)."""
     config = device.resolve(_checked(params))  # config.json records the device's sizes
     # Before anything is written: a deployment's out_dir can be overridden in the Prefect UI, past the CLI's check.
-    check_output_location(config.ingest.dataset, out_dir)
+    runfolder.check_output_location(config.ingest.dataset, out_dir)
     if run_folder:
         out_dir = str(Path(out_dir) / _run_folder_name(config))
     print(f"writing to {out_dir}")
-    storage.write_json(Path(out_dir) / "config.json", config.to_dict())
-    runner_instance, threads = task_runner(runner, dask_address, dask_workers, torch_threads)
-    result = stages_flow.with_options(task_runner=runner_instance)(config, out_dir, threads)
+    # config.json names the dataset by its absolute path: commands run later from another folder (export's
+    # overlap check, a re-evaluation) must find the same folder.
+    absolute = dataclasses.replace(config.ingest, dataset=str(Path(config.ingest.dataset).resolve()))
+    with runfolder.open_run(out_dir, {"dataset": config.ingest.dataset}):
+        storage.write_json(Path(out_dir) / "config.json", dataclasses.replace(config, ingest=absolute).to_dict())
+        runner_instance, threads = task_runner(runner, dask_address, dask_workers, torch_threads)
+        result = stages_flow.with_options(task_runner=runner_instance)(config, out_dir, threads)
     _publish(result, out_dir)
     return {**result, "out_dir": out_dir}
 

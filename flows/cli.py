@@ -85,16 +85,18 @@ def run(
     """Run the whole pipeline (ingest, train, generate, evaluate) as a Prefect flow and print the result table."""
     from flows import versioning
     from flows.runners import task_runner
+    from pipeline import plan, runfolder
 
-    from pipeline.ingest import check_output_location
-
-    overrides, config = _config_with_shorthands(dataset, per_class, params, set_, out, balance)
+    overrides, config = _config_with_shorthands(dataset, per_class, params, set_, balance)
     task_runner(runner.value, dask_address, dask_workers, torch_threads)  # checks the options before anything starts
     use_dvc = dvc
     if use_dvc is None:  # by default DVC versions the run in a DVC project, unless --out names another folder
         use_dvc = versioning.is_dvc_project(Path.cwd()) and (out is None or out.resolve() == versioning.DVC_OUT.resolve())
         if not use_dvc and out is not None and versioning.is_dvc_project(Path.cwd()):
             console.print(f"not versioned by DVC: --out {out} is outside the DVC project's {versioning.DVC_OUT}/ (drop --out to version it)")
+    out_dir = versioning.DVC_OUT if use_dvc else out or Path("runs") / Path(config.ingest.dataset).resolve().name
+    # Fail fast, before a Prefect server starts and hours before generation, on what can be checked now.
+    plan.preflight(config, out_dir, user_code=not dry_run)
     if dry_run:
         return _print_plan(config)
     if use_dvc:
@@ -108,15 +110,13 @@ def run(
             console.print(f"params.yaml updated: {', '.join(changed)}")
         from flows.augment import augment_dvc_flow
 
-        metrics, out_dir = augment_dvc_flow(params=config.to_dict(), repo=str(Path.cwd())), versioning.DVC_OUT
+        metrics = augment_dvc_flow(params=config.to_dict(), repo=str(Path.cwd()))
     else:
         from flows.augment import augment_flow
 
-        from pipeline.storage import output_lock
-
-        out_dir = out or Path("runs") / Path(config.ingest.dataset).resolve().name
-        check_output_location(config.ingest.dataset, out_dir)
-        with output_lock(out_dir):  # DVC mode needs none: dvc repro holds the repo's own lock
+        # Checked, claimed and locked here, before the Prefect server starts; the flow does the same (re-entrant),
+        # since deployments call it without this command.
+        with runfolder.open_run(out_dir, {"dataset": config.ingest.dataset}):
             metrics = augment_flow(params=config.to_dict(), out_dir=str(out_dir), runner=runner.value, dask_address=dask_address,
                                    dask_workers=dask_workers, torch_threads=torch_threads)
     _print_result(metrics, out_dir)
@@ -148,12 +148,8 @@ def _print_plan(config: config_module.Config) -> None:
 
 
 def _config_with_shorthands(dataset: Optional[Path], per_class: Optional[int], params: Optional[Path],
-                            set_: Optional[list[str]], out: Optional[Path],
-                            balance: Optional[bool] = None) -> tuple[list[str], config_module.Config]:
-    """The config from params + shorthands + --set; fails fast on the dataset and disk space."""
-    from pipeline.generate import check_disk_space, estimated_bytes
-    from pipeline.ingest import scan
-
+                            set_: Optional[list[str]], balance: Optional[bool] = None) -> tuple[list[str], config_module.Config]:
+    """The config from params + shorthands + --set, validated."""
     overrides = []  # shorthands first, so an explicit --set of the same key wins
     if dataset is not None:
         overrides.append(f"ingest.dataset={dataset}")
@@ -164,13 +160,7 @@ def _config_with_shorthands(dataset: Optional[Path], per_class: Optional[int], p
         if balance and per_class is None:
             overrides.append("generate.per_class=0")  # no explicit target: up to the largest class
     overrides += list(set_ or [])
-    config = _load_config(params, overrides)
-    # Fail fast, before a Prefect server starts and hours before generation, on what can be checked now.
-    candidates, _ = scan(config.ingest.dataset)
-    files_per_class = Counter(c.label for c in candidates)  # the largest bounds a balanced run's top-up per class
-    check_disk_space(out or Path("."), estimated_bytes(max(config.generate.per_class, max(files_per_class.values())),
-                                                       len(files_per_class), config.ingest.image_size, 3))
-    return overrides, config
+    return overrides, _load_config(params, overrides)
 
 
 # serve and deploy take the same options; only deploy adds --pool.
@@ -182,12 +172,13 @@ def _scheduled_parameters(dataset, cron, per_class, params, set_, out, runner, d
     """Checks shared by `serve` and `deploy` (cron, config, runner options, output location), then the flow's parameters."""
     from flows import deploy
     from flows.runners import task_runner
-    from pipeline.ingest import check_output_location
+    from pipeline import plan, runfolder
 
     deploy.check_cron(cron)
-    _, config = _config_with_shorthands(dataset, per_class, params, set_, out)
+    _, config = _config_with_shorthands(dataset, per_class, params, set_)
     task_runner(runner.value, dask_address, dask_workers, torch_threads)
-    check_output_location(config.ingest.dataset, out)
+    runfolder.check_output_location(config.ingest.dataset, out)
+    plan.preflight(config, out)
     return deploy.flow_parameters(config, out, runner.value, dask_address, dask_workers, torch_threads)
 
 

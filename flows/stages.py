@@ -4,20 +4,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.names import STAGES
-from pipeline import generate, ingest, storage
+from pipeline import generate, ingest, runfolder, storage
 from pipeline.config import Config
-from pipeline.errors import AugmentError
+from pipeline.errors import AugmentError, environment_errors
 from pipeline.evaluate import stage as evaluate
 from pipeline.gan import per_class, train
-
 
 
 def run_stage(name: str, config: Config, out_dir: str | Path) -> dict:
     """Run one stage inside out_dir's fixed layout (it reads what earlier stages wrote there)."""
     if name not in STAGES:
         raise AugmentError(f"unknown stage '{name}'; choose one of {', '.join(STAGES)}")
-    ingest.check_output_location(config.ingest.dataset, out_dir)  # every stage empties its folder in out_dir
-    dirs = storage.stage_dirs(out_dir)
+    with environment_errors(), runfolder.open_run(out_dir, {"dataset": config.ingest.dataset}):
+        return _run(name, config, storage.stage_dirs(out_dir))  # every stage replaces its folder in out_dir
+
+
+def _run(name: str, config: Config, dirs: dict[str, Path]) -> dict:
     if name == "ingest":
         return ingest.run(config.ingest, dirs["ingest"])
     if name == "train":

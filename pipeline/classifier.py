@@ -128,9 +128,16 @@ def build_model(name: str, channels: int, num_classes: int, image_size: int, wid
             sys.path.append(os.getcwd())
         try:
             function = getattr(importlib.import_module(module_name), function_name)
-        except (ImportError, AttributeError) as error:
-            raise AugmentError(f"evaluate.model '{name}': cannot import {function_name} from {module_name} ({error})") from None
-        model = function(channels, num_classes, image_size)
+        except Exception as error:  # ImportError, AttributeError, or whatever the module raises when imported
+            raise AugmentError(f"evaluate.model '{name}': cannot import {function_name} from {module_name} "
+                               f"({type(error).__name__}: {error})") from None
+        if not callable(function):
+            raise AugmentError(f"evaluate.model '{name}': {function_name} is not a function")
+        try:
+            model = function(channels, num_classes, image_size)
+        except Exception as error:
+            raise AugmentError(f"evaluate.model '{name}' failed when called with (channels={channels}, "
+                               f"classes={num_classes}, image_size={image_size}): {type(error).__name__}: {error}") from None
         if not isinstance(model, nn.Module):
             raise AugmentError(f"evaluate.model '{name}' returned {type(model).__name__}, not a torch.nn.Module")
         return model
@@ -141,6 +148,25 @@ def build_model(name: str, channels: int, num_classes: int, image_size: int, wid
         raise AugmentError(f"evaluate.model '{name}' is not 'small', 'module:function' or a torchvision classification "
                            f"model (e.g. resnet18, mobilenet_v3_small, efficientnet_b0; {len(known)} known)")
     return _Channels(torchvision.models.get_model(name, weights=None, num_classes=num_classes))
+
+
+def check_model(config: EvaluateConfig, channels: int, num_classes: int, image_size: int) -> None:
+    """Build evaluate.model and run two images through it, so a model that cannot train on this data fails when the
+    run starts, before any folder is replaced, not after the GAN has trained. A module:function is the user's own
+    code and runs here, as it would in the evaluation (never in --dry-run)."""
+    if config.model == "small":
+        return
+    model = build_model(config.model, channels, num_classes, image_size, config.width)
+    try:
+        with torch.no_grad():
+            scores = model.eval()(torch.zeros(2, channels, image_size, image_size))
+    except Exception as error:
+        raise AugmentError(f"evaluate.model '{config.model}' cannot classify {channels} x {image_size} x {image_size} "
+                           f"images ({type(error).__name__}: {error})") from None
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (2, num_classes):
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise AugmentError(f"evaluate.model '{config.model}' returns {shape} for 2 images; it must return "
+                           f"(2, {num_classes}): one score per class")
 
 
 ELASTIC_GRID, ELASTIC_SCALE = 4, 0.1  # control points per side; displacement std in normalized units (2 span the side)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
@@ -43,6 +45,10 @@ def _first_side(image_size: int) -> int:
 # Sides the GAN can be planned for: halving ends at a first map of 4-8 pixels (36 would start at 9 x 9, 100 at 25 x 25:
 # a huge first layer and too few up-sampling blocks), so the networks stay the same shape family at every size.
 IMAGE_SIZES = tuple(size for size in range(16, 129, 4) if _first_side(size) <= 8)
+
+# Seeds stay far below 2**63 - 1 (torch's limit) after the offsets the stages add (class * 1e9, step, rank):
+# a huge seed must be refused when the config is read, not overflow after a stage has emptied its folder.
+SEED_MAX = 2**31 - 1
 
 # A rule sees the field's value and its whole section; it returns what is wrong (the words after the key) or None.
 Rule = Callable[[Any, Any], "str | None"]
@@ -87,10 +93,16 @@ def _per_class(value: int, section: Any) -> str | None:
             "0 means 'up to the largest class' only with --balance)")
 
 
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+MODEL_PATTERN = re.compile(rf"{_NAME}|{_NAME}(\.{_NAME})*:{_NAME}")
+
+
 def _model(value: str, _) -> str | None:
-    if value.strip() and value.count(":") <= 1:
+    """Syntax only: importing `module` runs its code, which happens when a run starts (never in --dry-run)."""
+    if MODEL_PATTERN.fullmatch(value):
         return None
-    return f"must be small, a torchvision model name or module:function, got {value!r}"
+    return (f"must be small, a torchvision model name, or module:function with a dotted module path and a function "
+            f"name (no relative import), got {value!r}")
 
 
 def _classical(value: str, _) -> str | None:
@@ -124,7 +136,7 @@ class IngestConfig:
                                   above=0.0, below=1.0)
     val_fraction: float = option(0.2, "share of each class's training images held out from the GAN and the classifiers to "
                                  "choose the recommendation", at_least=0.0, below=1.0, more="0: no validation, no recommendation.")
-    split_seed: int = option(0, "seed of the stratified train / validation / test split")
+    split_seed: int = option(0, "seed of the stratified train / validation / test split", at_least=0, at_most=SEED_MAX)
 
 
 @dataclass
@@ -153,7 +165,7 @@ class TrainConfig:
     sample_every: int = option(500, "steps between sample grids and quality measurements", at_least=1)
     track_quality: bool = option(True, "measure the EMA generator's fidelity at every sample grid (gan/quality.csv)")
     checkpoint_every: int = option(500, "steps between checkpoints (an interrupted run resumes from the last)", at_least=1)
-    seed: int = option(0, "seed of the GAN's initial weights, batches and noise")
+    seed: int = option(0, "seed of the GAN's initial weights, batches and noise", at_least=0, at_most=SEED_MAX)
     device: Device = option("auto", "auto = CUDA if available, else CPU; or cuda, cpu, mps by name",
                             more="The same for `generate.device` and `evaluate.device`; `mps` (Apple) is accepted, not "
                                  "measured. channels_last everywhere; see [On a GPU](performance.md#on-a-gpu).")
@@ -176,7 +188,7 @@ class GenerateConfig:
                             accepts="at least 1 (0 with balance)")
     balance: bool = option(False, "top up rare classes: class c gets max(0, target - its real training images)",
                            more="`augment run --balance`; see [Imbalanced classes](how-it-works.md#imbalanced-classes).")
-    seed: int = option(0, "candidate i of class c uses the seed + c * 1,000,000,000 + i")
+    seed: int = option(0, "candidate i of class c uses the seed + c * 1,000,000,000 + i", at_least=0, at_most=SEED_MAX)
     filter: Filter = option("teacher", "teacher: draw oversample x the images needed, keep those a classifier trained on "
                             "the real training split is surest of; none: keep every sample")
     oversample: float = option(3.0, "candidates drawn per kept image with the teacher filter", at_least=1.0, at_most=100.0)
@@ -187,7 +199,7 @@ class GenerateConfig:
 
 @dataclass
 class EvaluateConfig:
-    seeds: int = option(5, "classifier seeds per condition (paired across conditions)", at_least=1)
+    seeds: int = option(5, "classifier seeds per condition (paired across conditions)", at_least=1, at_most=1000)
     steps: int = option(600, "classifier optimizer steps, the same for every condition", at_least=1)
     batch_size: int = option(64, "classifier batch size", at_least=2)
     lr: float = option(1e-3, "classifier learning rate (Adam)", above=0.0)
@@ -283,7 +295,8 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     elif kind is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-    raise AugmentError(f"config key '{key}' needs a {kind.__name__}, got {value!r}")
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    raise AugmentError(f"config key '{key}' needs {words.get(kind, kind.__name__)}, got {value!r}")
 
 
 def from_dict(data: dict[str, Any] | None) -> Config:
@@ -345,7 +358,7 @@ def load(params_path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def _number(value: float) -> str:
-    return f"{value:g}"
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _bounds(meta: dict) -> str | None:
@@ -386,6 +399,8 @@ def validate(config: Config) -> None:
                 raise AugmentError(f"{key} must be one of {', '.join(get_args(kind))}, got {value!r}")
             if meta["rule"] is not None and (problem := meta["rule"](value, values)):
                 raise AugmentError(f"{key} {problem}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise AugmentError(f"{key} must be a finite number, got {value}")
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not _within(value, meta):
                 raise AugmentError(f"{key} must be {_bounds(meta)}, got {value}")
 

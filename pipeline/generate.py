@@ -16,7 +16,7 @@ from pipeline import filtering, storage
 from pipeline.config import GenerateConfig
 from pipeline.device import default_generate_batch, pick_device, prepare_module
 from pipeline.errors import AugmentError
-from pipeline.gan.networks import build_generator, to_uint8
+from pipeline.gan.networks import build_generator, read_spec, to_uint8
 from pipeline.progress import logger, track
 
 CLASS_SEED_STRIDE = 1_000_000_000  # seeds of class c are seed + c * stride + i: unique while per_class < stride
@@ -36,12 +36,9 @@ def load_generator(gan_dir: Path, device: torch.device) -> tuple[torch.nn.Module
     spec_path, weights_path = gan_dir / "generator.json", gan_dir / "generator_ema.safetensors"
     if not spec_path.is_file() or not weights_path.is_file():
         raise AugmentError(f"no trained generator in '{gan_dir}'; run the train stage first")
-    spec = storage.read_json(spec_path)
+    spec = read_spec(spec_path).to_dict()
     generator = build_generator(spec)
-    try:
-        generator.load_state_dict(storage.load_tensors(weights_path))
-    except RuntimeError as error:
-        raise AugmentError(f"'{weights_path}' does not match '{spec_path}' ({str(error).splitlines()[0]}); retrain") from None
+    storage.load_weights(generator, storage.load_tensors(weights_path), weights_path)
     return prepare_module(generator.eval(), device), spec, storage.sha256_file(weights_path)
 
 
@@ -110,8 +107,8 @@ def _real_counts(ingest_dir: Path | None, classes: list[str]) -> dict[str, int |
     stats_path = ingest_dir / "stats.json" if ingest_dir is not None else None
     if stats_path is None or not stats_path.is_file():
         return {c: None for c in classes}
-    per_class = storage.read_json(stats_path)["per_class"]
-    if set(per_class) != set(classes):
+    per_class = storage.read_json_object(stats_path, ("per_class",))["per_class"]
+    if not isinstance(per_class, dict) or set(per_class) != set(classes):
         raise AugmentError(f"'{stats_path}' lists other classes than the generator; re-run ingest and train")
     return {c: int(per_class[c]["train"]) for c in classes}
 
@@ -141,6 +138,7 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
     state = {"checkpoint": checkpoint, "seed": config.seed, "filter": config.filter, "oversample": config.oversample}
     resuming = (out / STATE_FILE).is_file() and storage.read_json(out / STATE_FILE) == state
     if resuming:
+        storage.refuse_links(out)
         storage.remove_stale_temp_files(out)
     else:
         storage.fresh_dir(out)
@@ -154,7 +152,7 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
         _remove_unlisted(out, set(names.values()))
     for name, count in zip(classes, counts):
         if count:  # no empty folders: torchvision's ImageFolder refuses a class folder without images
-            (out / name).mkdir(exist_ok=True)
+            storage.real_dir(out / name)
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, torch.no_grad():
         pending = []
@@ -215,7 +213,7 @@ def run_class(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, 
 
 def merge_classes(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest_dir: str | Path | None = None) -> dict:
     """Join the classes run_class wrote into manifest.csv (what evaluate reads); drop anything else in out_dir."""
-    spec = storage.read_json(Path(gan_dir) / "generator.json")
+    spec = read_spec(Path(gan_dir) / "generator.json").to_dict()
     checkpoint = storage.sha256_file(Path(gan_dir) / "generator_ema.safetensors")
     out, rows, seconds = Path(out_dir), [], 0.0
     for index, name in enumerate(spec["classes"]):
@@ -228,9 +226,9 @@ def merge_classes(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Pa
         if [r[2] for r in part_rows] != expected or any(r[3] != checkpoint for r in part_rows):
             raise AugmentError(f"'{part}' is from another generate run or generator; generate class '{name}' again")
         rows += part_rows
-        seconds += storage.read_json(out / PARTS / f"{name}.json")["seconds"]
+        seconds += storage.read_json_object(out / PARTS / f"{name}.json", ("seconds",))["seconds"]
     for stale in out.iterdir():  # an earlier run's classes, state file and the parts themselves
-        if stale.name not in spec["classes"]:
+        if stale.name not in spec["classes"] and stale.name != storage.STAGE_MARKER:
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     storage.write_csv(out / "manifest.csv", ["file", "class", "seed", "checkpoint_sha256"], rows)
     plan = plan_counts(config, _real_counts(Path(ingest_dir) if ingest_dir is not None else None, spec["classes"]))

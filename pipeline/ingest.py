@@ -1,8 +1,10 @@
 """Stage 1: scan an ImageFolder, decode and validate every image, quarantine bad files, split, cache arrays."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import time
 import warnings
 from dataclasses import dataclass
@@ -66,44 +68,11 @@ def scan(dataset: str | Path) -> tuple[list[Candidate], bool]:
                 raise AugmentError(f"class folder '{class_dir}' has no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                                    "add images or remove the folder")
             candidates += [Candidate(f, f.relative_to(root).as_posix(), class_dir.name, split) for f in files]
+    classes = sorted({c.label for c in candidates if c.split != "test"})
+    if len(classes) < 2:
+        raise AugmentError(f"dataset '{root}' has {len(classes)} class folder{'s' if len(classes) != 1 else ''} with images; "
+                           "a classifier needs at least 2 class folders")
     return candidates, has_split
-
-
-def check_output_location(dataset: str | Path, out_dir: str | Path) -> None:
-    """Refuse any overlap of the output folder and the dataset, symbolic links followed: the stages empty their
-    folders inside the output, so a dataset there (e.g. a previous run's synthetic/) would be deleted."""
-    data, out = Path(dataset).resolve(), Path(out_dir).resolve()
-    both = f"output folder '{out_dir}' and dataset '{dataset}'"
-    if data == out:
-        raise AugmentError(f"{both} are the same folder; choose an --out outside the dataset")
-    if out.is_relative_to(data):
-        raise AugmentError(f"output folder '{out_dir}' is inside the dataset '{dataset}'; choose an --out outside it")
-    if data.is_relative_to(out):
-        raise AugmentError(f"dataset '{dataset}' is inside the output folder '{out_dir}', whose stage folders are "
-                           "replaced on every run; copy the dataset elsewhere or choose another --out")
-    link = _link_across(data, out)
-    if link is not None:
-        raise AugmentError(f"{both} overlap through the symbolic link '{link}' (to '{link.resolve()}'); "
-                           "choose an --out that shares no folder with the dataset")
-
-
-def _link_across(data: Path, out: Path) -> Path | None:
-    """A symbolic link in the dataset that leads into the output folder, or one at the top of the output folder
-    (where the stages delete) that leads into the dataset; None when there is none."""
-    def overlaps(link: Path, other: Path) -> bool:
-        target = link.resolve()
-        return target == other or target.is_relative_to(other) or other.is_relative_to(target)
-
-    for root, dirs, files in os.walk(data):  # links are listed, not followed: a link loop cannot trap us
-        for name in dirs + files:
-            path = Path(root) / name
-            if path.is_symlink() and overlaps(path, out):
-                return path
-    if out.is_dir():
-        for path in [*out.iterdir(), *(p for d in out.iterdir() if d.is_dir() and not d.is_symlink() for p in d.iterdir())]:
-            if path.is_symlink() and overlaps(path, data):
-                return path
-    return None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -141,12 +110,44 @@ def _square(image: Image.Image, size: int, policy: str) -> Image.Image:
     return image
 
 
+# The formats the README names, recognised by their first bytes before Pillow sees the file: Pillow would otherwise
+# hand any file it recognises to its plugin (an EPS file named .png runs Ghostscript).
+SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"))
+
+
+def image_format(header: bytes) -> str | None:
+    """PNG, JPEG, BMP or WEBP from a file's first 12 bytes; None for anything else."""
+    if header[:4] == b"RIFF" and header[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for signature, name in SIGNATURES if header.startswith(signature)), None)
+
+
+def _open_regular(path: Path):
+    """Open a file for reading only if it is a regular file: a FIFO would block forever, a device never end.
+    O_NONBLOCK makes opening a FIFO return at once; it changes nothing for a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        if error.errno == errno.ELOOP or not os.path.exists(path):
+            raise ValueError("a symbolic link that loops or leads nowhere") from None
+        raise
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise ValueError("not a regular file (a FIFO, socket or device): skipped")
+    return handle
+
+
 def decode(path: Path, size: int, policy: str) -> np.ndarray:
     """Decode one file to a (size, size, 3) uint8 array; raises ValueError with a reason when it cannot."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _open_regular(path) as handle:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        kind = image_format(handle.read(12))
+        if kind is None:
+            raise ValueError("not a PNG, JPEG, BMP or WEBP file (checked by its first bytes)")
+        handle.seek(0)
         try:
-            with Image.open(path) as image:
+            with Image.open(handle, formats=[kind]) as image:
                 image.load()
                 image = ImageOps.exif_transpose(image)
                 return np.asarray(_square(_to_rgb(image), size, policy), dtype=np.uint8)
@@ -172,7 +173,6 @@ def _split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 def run(config: IngestConfig, out_dir: str | Path) -> dict:
     """Ingest `config.dataset` into out_dir (arrays.npz, manifest.csv, quarantine.csv, stats.json); return stats."""
     out, dataset = Path(out_dir), Path(config.dataset).resolve()
-    check_output_location(dataset, out)
     start = time.perf_counter()
     candidates, has_split = scan(dataset)
     images, kept, quarantine = _decode_all(candidates, config)
@@ -208,6 +208,8 @@ def _decode_all(candidates: list[Candidate], config: IngestConfig) -> tuple[list
             quarantine.append([candidate.relative, candidate.label, str(error)])
         except PermissionError:
             quarantine.append([candidate.relative, candidate.label, "not readable (permission denied)"])
+        except OSError as error:  # an I/O error of the file system under the dataset
+            quarantine.append([candidate.relative, candidate.label, f"not readable ({error.strerror or error})"])
     return images, kept, quarantine
 
 
@@ -220,6 +222,7 @@ def _check_classes(dataset: Path, candidates: list[Candidate], kept: list[Candid
             raise AugmentError(f"class '{label}' has no readable image (see the quarantine list); add images or remove the folder")
     if len(classes) < 2:
         raise AugmentError(f"dataset '{dataset}' has {len(classes)} class; a classifier needs at least 2 class folders")
+    storage.safe_names(classes, "class folder name")
     unknown = sorted({c.label for c in kept if c.split == "test"} - set(classes))
     if unknown:
         raise AugmentError(f"test classes {unknown} have no training folder; use the same class names in train/ and test/")

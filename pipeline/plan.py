@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,7 +14,7 @@ import torch
 from pipeline import generate, ingest
 from pipeline.config import Config, TrainConfig
 from pipeline.device import pick_device, prepare_module
-from pipeline.classifier import CONDITIONS, train_classifier
+from pipeline.classifier import CONDITIONS, check_model, train_classifier
 from pipeline.evaluate.conditions import conditions_for
 from pipeline.gan.diffaugment import parse_policy
 from pipeline.gan.networks import Discriminator, GeneratorSpec, build_generator
@@ -80,14 +82,29 @@ def time_gan_steps(train: TrainConfig, image_size: int, channels: int, device: t
 
 
 def _seconds_per_classifier_step(config: Config, channels: int, num_classes: int, device: torch.device, steps: int = 5) -> float:
+    """Timed on the built-in CNN when evaluate.model is module:function: a dry run imports no user code."""
     size, real_aug = config.ingest.image_size, next(c for c in CONDITIONS if c.name == "real+aug")
     rng = np.random.default_rng(0)
     real = (rng.integers(0, 256, (64, channels, size, size), dtype=np.uint8), np.arange(64) % num_classes)
-    quick = dataclasses.replace(config.evaluate, steps=2)
+    evaluate = config.evaluate if ":" not in config.evaluate.model else dataclasses.replace(config.evaluate, model="small")
+    quick = dataclasses.replace(evaluate, steps=2)
     train_classifier(quick, real_aug, 0, real, None, num_classes, device)  # warm-up
     clock = time.perf_counter()
-    train_classifier(dataclasses.replace(config.evaluate, steps=steps), real_aug, 0, real, None, num_classes, device)
+    train_classifier(dataclasses.replace(evaluate, steps=steps), real_aug, 0, real, None, num_classes, device)
     return (time.perf_counter() - clock) / steps
+
+
+def preflight(config: Config, out_dir: str | Path, user_code: bool = True) -> None:
+    """What can be checked before any folder is written and before a Prefect server starts: the dataset's layout
+    (class folders, at least two classes), the disk the synthetic set needs under out_dir, and (user_code) that
+    evaluate.model builds and classifies this data's images, which imports a module:function model."""
+    candidates, _ = ingest.scan(config.ingest.dataset)
+    classes = {c.label for c in candidates if c.split != "test"}
+    largest = max(Counter(c.label for c in candidates).values())  # bounds a balanced run's top-up per class
+    generate.check_disk_space(out_dir, generate.estimated_bytes(max(config.generate.per_class, largest), len(classes),
+                                                                config.ingest.image_size, 3))
+    if user_code:
+        check_model(config.evaluate, _channels(config), len(classes), config.ingest.image_size)
 
 
 def plan(config: Config) -> dict:

@@ -18,7 +18,7 @@ from pipeline.evaluate import stage as evaluate_stage
 from pipeline.classifier import pools, topup_indices
 from pipeline.evaluate.conditions import conditions_for
 from pipeline.evaluate.report import write_report
-from pipeline.ingest import check_output_location
+from pipeline import runfolder
 
 STALE = "stale.json"  # evaluation/stale.json: the synthetic set changed after this evaluation; re-evaluate
 
@@ -28,12 +28,12 @@ def load_config(run_dir: str | Path) -> config_module.Config:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise AugmentError(f"'{run_dir}' is not a run folder: it has no config.json (the folder `augment run --out` wrote)")
-    return config_module.from_dict(storage.read_json(path))
+    return config_module.from_dict(storage.read_json(path))  # every value checked, as for params.yaml
 
 
 def stale_reason(run_dir: str | Path) -> str | None:
     path = storage.stage_dirs(run_dir)["evaluation"] / STALE
-    return storage.read_json(path)["reason"] if path.is_file() else None
+    return str(storage.read_json_object(path, ("reason",))["reason"]) if path.is_file() else None
 
 
 def regenerate(run_dir: str | Path, per_class: int) -> dict:
@@ -42,6 +42,11 @@ def regenerate(run_dir: str | Path, per_class: int) -> dict:
     config = load_config(run_dir)
     config = dataclasses.replace(config, generate=dataclasses.replace(config.generate, per_class=per_class))
     config_module.validate(config)
+    with runfolder.open_run(run_dir, {"dataset": config.ingest.dataset}):
+        return _regenerate(run_dir, config, per_class)
+
+
+def _regenerate(run_dir: str | Path, config: config_module.Config, per_class: int) -> dict:
     dirs = storage.stage_dirs(run_dir)
     evaluated = (dirs["evaluation"] / "metrics.json").is_file()
     when = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
@@ -58,13 +63,19 @@ def regenerate(run_dir: str | Path, per_class: int) -> dict:
 
 def render_report(run_dir: str | Path) -> tuple[Path, dict]:
     """Re-render evaluation/report.html from the run's metrics and arrays; return its path and the metrics."""
-    config, dirs = load_config(run_dir), storage.stage_dirs(run_dir)
+    config = load_config(run_dir)
+    with runfolder.open_run(run_dir, {}):  # a writer: report.html is replaced
+        return _render_report(run_dir, config)
+
+
+def _render_report(run_dir: str | Path, config: config_module.Config) -> tuple[Path, dict]:
+    dirs = storage.stage_dirs(run_dir)
     metrics = _metrics(dirs["evaluation"])
     distances_path = dirs["evaluation"] / evaluate_stage.NEAREST_REAL
     if not distances_path.is_file():
         raise AugmentError(f"'{distances_path}' is missing (an evaluation from an older version); re-run the evaluate stage")
     classes, real, _, _, synthetic = evaluate_stage.load_inputs(config.evaluate, dirs["ingest"], dirs["synthetic"])
-    nearest = np.load(distances_path, allow_pickle=False)
+    nearest = storage.load_array(distances_path)
     if nearest.ndim != 2:
         raise AugmentError(f"'{distances_path}' is from an older version (no nearest-image indices); re-run the evaluate stage")
     if nearest.shape[1] != len(synthetic[1]):
@@ -78,7 +89,7 @@ def _metrics(evaluation_dir: Path) -> dict:
     path = evaluation_dir / "metrics.json"
     if not path.is_file():
         raise AugmentError(f"'{path}' does not exist: the run has not finished its evaluate stage")
-    return storage.read_json(path)
+    return storage.read_json_object(path, ("conditions", "recommendation", "gain", "classes"))
 
 
 EXPORT_COLUMNS = ["file", "class", "source", "origin", "seed", "weight"]
@@ -91,24 +102,43 @@ def export_training_set(run_dir: str | Path, out_dir: str | Path, setting: str |
     Drawing images with probability `weight` (torch's WeightedRandomSampler) reproduces the recommended batch mix:
     the synthetic share of every batch, or the class-balanced re-sampling / top-up. `setting` exports another
     evaluated condition that trains on real images instead of the recommended one."""
-    config, dirs, out = load_config(run_dir), storage.stage_dirs(run_dir), Path(out_dir)
+    config, out = load_config(run_dir), Path(out_dir)
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
+        raise AugmentError(f"'{out}' exists and is not an empty folder (or is a link); export into a new folder")
+    inputs = {"dataset": _dataset_path(config, run_dir), "run folder": run_dir}
+    with runfolder.open_run(run_dir, {"dataset": inputs["dataset"]}):  # nothing may change the run while it is read
+        for what, folder in inputs.items():  # never into (or around) the user's dataset or the run itself
+            runfolder.check_output_location(folder, out, what)
+        return _export(config, run_dir, out, setting)
+
+
+def _dataset_path(config: config_module.Config, run_dir: str | Path) -> Path:
+    """The run's dataset: config.json holds its absolute path; an older run's relative one is taken as relative to
+    the folder the run folder sits in (where `augment run` was started, for the default runs/<name>), or failing
+    that to the current folder."""
+    dataset = Path(config.ingest.dataset)
+    if dataset.is_absolute():
+        return dataset
+    beside = Path(run_dir).resolve().parent.parent / dataset
+    return beside if beside.exists() else dataset.resolve()
+
+
+def _export(config: config_module.Config, run_dir: str | Path, out: Path, setting: str | None) -> dict:
+    dirs = storage.stage_dirs(run_dir)
     metrics = _metrics(dirs["evaluation"])
     reason = stale_reason(run_dir)
     if reason:
         raise AugmentError(f"the evaluation of '{run_dir}' is stale ({reason}); re-run it before exporting its recommendation")
     setting = setting or metrics["recommendation"].get("setting")
     if setting is None:
-        raise AugmentError(f"'{run_dir}' has no recommendation ({metrics['recommendation']['reason']}); nothing to export")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise AugmentError(f"'{out}' exists and is not an empty folder; export into a new folder")
-    check_output_location(config.ingest.dataset, out)  # never into (or around) the user's dataset
+        raise AugmentError(f"'{run_dir}' has no recommendation ({metrics['recommendation'].get('reason')}); nothing to export")
     classes, real, _, _, synthetic = evaluate_stage.load_inputs(config.evaluate, dirs["ingest"], dirs["synthetic"])
     conditions = {c.name: c for c in conditions_for(config.evaluate, real[1], len(classes))}
     exportable = [name for name, c in conditions.items() if c.real and name in metrics["conditions"]]
     if setting not in exportable:
         raise AugmentError(f"'{setting}' is not a setting this run evaluated on real images; choose one of {', '.join(exportable)}")
     condition = conditions[setting]
-    real_files = [row["file"] for row in _csv(dirs["ingest"] / "manifest.csv") if row["split"] == "train"]
+    real_files = [row["file"] for row in _csv(dirs["ingest"] / "manifest.csv", ("file", "split")) if row["split"] == "train"]
     synthetic_rows = _synthetic_rows(dirs["synthetic"], classes, config.evaluate.max_synthetic_per_class)
     rows = []
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +154,7 @@ def export_training_set(run_dir: str | Path, out_dir: str | Path, setting: str |
             else:  # a synthetic image: copied as it was generated
                 file, seed = synthetic_rows[origin[i] - len(real_files)]
                 source, where, name = "synthetic", file, f"synthetic_{Path(file).stem}.png"
-                (staging / classes[label]).mkdir(parents=True, exist_ok=True)
+                storage.real_dir(staging / classes[label])
                 shutil.copyfile(storage.inside(dirs["synthetic"], file), staging / classes[label] / name)
             rows.append([f"{classes[label]}/{name}", classes[label], source, where, seed, f"{share * probability[i]:.9g}"])
     storage.write_csv(staging / "manifest.csv", EXPORT_COLUMNS, rows)
@@ -135,6 +165,8 @@ def export_training_set(run_dir: str | Path, out_dir: str | Path, setting: str |
                "n_real": sum(r[2] == "real" for r in rows), "n_synthetic": sum(r[2] == "synthetic" for r in rows),
                "reason": metrics["recommendation"]["reason"]}
     storage.write_json(staging / "summary.json", summary)
+    for marker in staging.rglob(storage.STAGE_MARKER):  # the export is the user's folder, not a stage folder of the tool's
+        marker.unlink()
     storage.sync_to_disk()
     if out.exists():
         out.rmdir()  # empty (checked above)
@@ -160,15 +192,22 @@ def _weighted_pools(config, condition, real, synthetic, num_classes):
 def _synthetic_rows(synthetic_dir: Path, classes: list[str], max_per_class: int) -> list[tuple[str, str]]:
     """(file, seed) of the synthetic images in the order load_synthetic reads them."""
     rows, seen = [], {}
-    for row in _csv(synthetic_dir / "manifest.csv"):
+    for row in _csv(synthetic_dir / "manifest.csv", ("file", "class", "seed")):
         seen[row["class"]] = seen.get(row["class"], 0) + 1
         if seen[row["class"]] <= max_per_class:
             rows.append((row["file"], row["seed"]))
     return rows
 
 
-def _csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
+def _csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    """A manifest's rows; a missing file or column is a one-line error naming it."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise AugmentError(f"'{path}' is missing; re-run the stage that writes it") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise AugmentError(f"'{path}' is damaged ({error}); re-run the stage that writes it") from None
+    if rows and any(column not in rows[0] for column in columns):
+        raise AugmentError(f"'{path}' is damaged: it lacks the columns {list(columns)}; re-run the stage that writes it")
+    return rows

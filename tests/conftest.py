@@ -107,3 +107,25 @@ def small_digits(digits_dir: Path, target: Path, classes: int = 3) -> Path:
     for name in sorted(p.name for p in digits_dir.iterdir())[:classes]:
         shutil.copytree(digits_dir / name, target / name)
     return target
+
+
+@pytest.fixture(scope="session")
+def finished_run(digits_dir, tmp_path_factory) -> Path:
+    """A run folder as `augment run` leaves it (config.json + the four stages, run without Prefect), imbalanced so
+    that re-sampling and top-up are evaluated too: class 0 keeps 6 of its 20 images. Shared by every test that
+    only reads it; a test that changes a run copies it first (`cp -a`)."""
+    from flows.stages import STAGES, run_stage
+    from pipeline import storage
+
+    data = tmp_path_factory.mktemp("data") / "digits"
+    for folder in digits_dir.iterdir():
+        files = sorted(folder.glob("*.png"))[: 6 if folder.name == "0" else None]
+        (data / folder.name).mkdir(parents=True)
+        for file in files:
+            (data / folder.name / file.name).write_bytes(file.read_bytes())
+    out = tmp_path_factory.mktemp("run") / "digits"
+    config = tiny_config(data, "evaluate.rebalance=on")
+    storage.write_json(out / "config.json", config.to_dict())
+    for name in STAGES:
+        run_stage(name, config, out)
+    return out

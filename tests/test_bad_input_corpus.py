@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_config
+from flows.stages import run_stage
 from pipeline import ingest, storage
 from pipeline.errors import AugmentError
 from pipeline.evaluate.stage import load_synthetic
@@ -77,8 +78,8 @@ def _bomb(root):
 
 
 @pytest.mark.parametrize("make, reason", [
-    (_truncated_png, "cannot decode"), (_truncated_jpeg, "cannot decode"), (_zero_bytes, "cannot decode"),
-    (_text_as_png, "cannot decode"), (_bomb, "refused: too many pixels"),
+    (_truncated_png, "cannot decode"), (_truncated_jpeg, "cannot decode"), (_zero_bytes, "not a PNG, JPEG"),
+    (_text_as_png, "not a PNG, JPEG"), (_bomb, "refused: too many pixels"),
 ], ids=["truncated-png", "truncated-jpeg", "zero-byte", "text-named-png", "decompression-bomb"])
 def test_bad_file_is_quarantined_and_left_in_place(make, reason, tmp_path):
     root = base(tmp_path / "data")
@@ -224,7 +225,7 @@ def test_layout_errors_are_one_line(case, message, tmp_path):
 def test_output_inside_the_dataset_is_refused_before_writing(tmp_path):
     root = base(tmp_path / "data")
     with pytest.raises(AugmentError, match="inside the dataset"):
-        ingest.run(tiny_config(root).ingest, root / "a" / "out")
+        run_stage("ingest", tiny_config(root), root / "a" / "out")
     assert not (root / "a" / "out").exists()
 
 

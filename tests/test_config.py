@@ -35,7 +35,7 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize("override, message", [
     ("train.stpes=3", "unknown config key 'train.stpes'"),
     ("trian.steps=3", "unknown config section 'trian'"),
-    ("train.steps=many", "config key 'train.steps' needs a int"),
+    ("train.steps=many", "config key 'train.steps' needs an integer"),
     ("train.steps", "must look like section.key=value"),
     ("generate.per_class=0", "generate.per_class must be at least 1"),
     ("generate.per_class=-5", "generate.per_class must be at least 1"),

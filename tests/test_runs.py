@@ -13,30 +13,11 @@ import pytest
 import torch
 import torchvision
 
-from conftest import BIN, tiny_config
-from flows.stages import STAGES, run_stage
+from conftest import BIN
 from pipeline import runs, storage
 from pipeline.errors import AugmentError
 
 pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
-
-
-@pytest.fixture(scope="module")
-def finished_run(digits_dir, tmp_path_factory) -> Path:
-    """A run folder as `augment run` leaves it (config.json + the four stages), imbalanced so that re-sampling and
-    top-up are evaluated too: class 0 keeps 6 of its 20 images."""
-    data = tmp_path_factory.mktemp("data") / "digits"
-    for folder in digits_dir.iterdir():
-        files = sorted(folder.glob("*.png"))[: 6 if folder.name == "0" else None]
-        (data / folder.name).mkdir(parents=True)
-        for file in files:
-            (data / folder.name / file.name).write_bytes(file.read_bytes())
-    out = tmp_path_factory.mktemp("run") / "digits"
-    config = tiny_config(data, "evaluate.rebalance=on")
-    storage.write_json(out / "config.json", config.to_dict())
-    for name in STAGES:
-        run_stage(name, config, out)
-    return out
 
 
 def _manifest(folder: Path) -> list[dict]:

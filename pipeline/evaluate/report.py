@@ -6,6 +6,7 @@ import csv
 import html
 import io
 import json
+import re
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
@@ -14,6 +15,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display: render to memory
+matplotlib.rcParams["text.parse_math"] = False  # class names are text: '$1_$2' must not be read as TeX math
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -44,7 +46,7 @@ def _png(figure) -> str:
 
 
 def _img(data: bytes, alt: str = "plot") -> str:
-    return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+    return f'<img alt="{html.escape(alt, quote=True)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
 def _strip(images: np.ndarray, channels: int, side: int) -> str:
@@ -71,14 +73,21 @@ def _sample_grid(real: tuple[np.ndarray, np.ndarray], synthetic: tuple[np.ndarra
     return f"<table class=samples><tr><th>class</th><th>real training images</th><th>synthetic images</th></tr>{rows}</table>"
 
 
+GRID_NAME = re.compile(r"step_(\d{1,9})\.png")
+
+
 def _progress_grids(gan_dir: Path) -> str:
-    """The GAN's sample grids over training (train.sample_every), so a reader sees what it learnt when."""
-    grids = sorted((gan_dir / "samples").glob("step_*.png"))
+    """The GAN's sample grids over training (train.sample_every), so a reader sees what it learnt when. Only plain
+    files named as the trainer names them are embedded: a link in a run folder that travelled is never followed."""
+    folder = gan_dir / "samples"
+    found = [] if folder.is_symlink() or not folder.is_dir() else sorted(folder.iterdir())
+    grids = [(int(match.group(1)), data) for path in found if (match := GRID_NAME.fullmatch(path.name))
+             and (data := storage.read_plain_bytes(path)) is not None]
     if not grids:
         return "<p class=note>no sample grids in the GAN folder</p>"
     picks = sorted({round(i * (len(grids) - 1) / max(1, PROGRESS_GRIDS - 1)) for i in range(PROGRESS_GRIDS)})
-    return "".join(f"<figure>{_img(grids[i].read_bytes(), grids[i].stem)}<figcaption>step "
-                   f"{int(grids[i].stem.split('_')[1])}</figcaption></figure>" for i in picks)
+    return "".join(f"<figure>{_img(grids[i][1], f'step {grids[i][0]}')}<figcaption>step {grids[i][0]}</figcaption></figure>"
+                   for i in picks)
 
 
 def confusion_conditions(metrics: dict) -> list[str]:
@@ -143,15 +152,19 @@ def _per_class_plot(metrics: dict) -> str:
 
 def _curves_plot(path: Path, panels: list[tuple[str, list[str]]], missing: str) -> str:
     """Columns of a per-step CSV as lines against `step`, one panel per (title, columns)."""
-    if not path.is_file():
+    data = storage.read_plain_bytes(path)
+    if data is None:
         return f"<p class=note>{html.escape(missing)}</p>"
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    steps = [int(r["step"]) for r in rows]
+    try:
+        rows = list(csv.DictReader(io.StringIO(data.decode())))
+        steps = [int(r["step"]) for r in rows]
+        columns = {key: [float(r[key]) for r in rows] for _, keys in panels for key in keys}
+    except (KeyError, ValueError, TypeError, csv.Error):
+        return f"<p class=note>{html.escape(path.name)} is damaged: not drawn</p>"
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels) + 2, 2.8), squeeze=False)
     for axis, (title, keys) in zip(axes[0], panels):
         for key in keys:
-            axis.plot(steps, [float(r[key]) for r in rows], marker="o" if len(rows) < 30 else None, label=key)
+            axis.plot(steps, columns[key], marker="o" if len(rows) < 30 else None, label=key)
         axis.set_title(title, fontsize=9)
         axis.set_xlabel("step")
         axis.legend(fontsize=7)
@@ -372,4 +385,10 @@ def _stale(reason: str | None) -> str:
 
 
 def _read(path: Path) -> dict:
-    return storage.read_json(path) if path.is_file() else {}
+    """A JSON object the run wrote, for context only: a missing, linked or damaged file shows as empty."""
+    data = storage.read_plain_bytes(path)
+    try:
+        value = json.loads(data) if data is not None else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

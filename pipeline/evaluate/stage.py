@@ -43,19 +43,26 @@ def load_synthetic(synthetic_dir: str | Path, classes: list[str], shape: tuple[i
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
         raise AugmentError(f"'{manifest}' does not exist; run the generate stage first")
-    with open(manifest, newline="") as handle:
-        rows, seen = [], {}
-        for row in csv.DictReader(handle):
-            seen[row["class"]] = seen.get(row["class"], 0) + 1
-            if max_per_class is None or seen[row["class"]] <= max_per_class:
-                rows.append(row)
+    try:
+        with open(manifest, newline="") as handle:
+            rows, seen = [], {}
+            for row in csv.DictReader(handle):
+                seen[row["class"]] = seen.get(row["class"], 0) + 1
+                if max_per_class is None or seen[row["class"]] <= max_per_class:
+                    rows.append(row)
+            [row["file"] for row in rows]  # noqa: B018 - every row names its file
+    except (KeyError, UnicodeDecodeError, csv.Error) as error:
+        raise AugmentError(f"'{manifest}' is damaged (no {error} column, or not text); regenerate") from None
     unknown = sorted({r["class"] for r in rows} - set(classes))
     if unknown:
         raise AugmentError(f"synthetic classes {unknown} are not in the ingested dataset; regenerate after ingest")
     images = np.empty((len(rows), *shape), dtype=np.uint8)
     for i, row in enumerate(rows):
-        with Image.open(storage.inside(folder, row["file"])) as image:
-            pixels = np.asarray(image.convert("L" if shape[0] == 1 else "RGB"))
+        try:
+            with Image.open(storage.inside(folder, row["file"]), formats=["PNG"]) as image:
+                pixels = np.asarray(image.convert("L" if shape[0] == 1 else "RGB"))
+        except (OSError, ValueError) as error:
+            raise AugmentError(f"synthetic image '{folder / row['file']}' cannot be read ({error}); regenerate") from None
         if pixels.shape[:2] != shape[1:]:
             raise AugmentError(f"synthetic image '{row['file']}' is {pixels.shape[:2]}, expected {shape[1:]}; regenerate")
         images[i] = pixels.reshape(pixels.shape[0], pixels.shape[1], -1).transpose(2, 0, 1)
@@ -149,7 +156,7 @@ def aggregate(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str
     records = []
     for seed in range(config.seeds):
         path = folder / f"{seed}.json"
-        data = storage.read_json(path) if path.is_file() else None
+        data = storage.read_json_object(path, ("config", "records")) if path.is_file() else None
         if data is None or data["config"] != dataclasses.asdict(config):
             raise AugmentError(f"'{path}' is missing or from other evaluate settings; run classifier seed {seed} again")
         records += [{**r, **{k: np.array(r[k], dtype=float).astype(kind) for k, kind in ARRAY_FIELDS.items()}}
@@ -158,7 +165,7 @@ def aggregate(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str
     start -= sum(r["seconds"] for r in records)  # the stage's compute includes the seeds' classifier runs
     device = pick_device(config.device)
     feature_model = SmallCNN(real[0].shape[1], len(classes), real[0].shape[-1], config.width)
-    feature_model.load_state_dict(storage.load_tensors(folder / "feature_model.safetensors"))
+    storage.load_weights(feature_model, storage.load_tensors(folder / "feature_model.safetensors"), folder / "feature_model.safetensors")
     return _write(config, records, prepare_module(feature_model, device).eval(), inputs, gan_dir, ingest_dir,
                   synthetic_dir, out_dir, start)
 

@@ -80,10 +80,13 @@ def restore(out: Path, generator, discriminator, ema, opt_g, opt_d) -> int:
     path = out / CHECKPOINT
     tensors, metadata = storage.load_tensors(path), storage.read_metadata(path)
     for prefix, module in (("G", generator), ("D", discriminator), ("G_ema", ema)):
-        module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
-    _load_optimizer(opt_g, "opt_g", tensors, metadata["opt_g"])
-    _load_optimizer(opt_d, "opt_d", tensors, metadata["opt_d"])
-    return int(metadata["step"])
+        storage.load_weights(module, {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}, path)
+    try:
+        _load_optimizer(opt_g, "opt_g", tensors, metadata["opt_g"])
+        _load_optimizer(opt_d, "opt_d", tensors, metadata["opt_d"])
+        return int(metadata["step"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise AugmentError(f"'{path}' has damaged optimizer state ({error}); delete it and train again") from None
 
 
 def write_generator(out: Path, spec: GeneratorSpec, generator: torch.nn.Module) -> None:

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
+
+from pipeline import storage
+from pipeline.errors import AugmentError
 
 
 def plan_resolutions(image_size: int) -> list[int]:
@@ -172,6 +176,26 @@ class GeneratorSpec:
         if self.world_size is not None:
             data["world_size"] = self.world_size
         return data
+
+
+def read_spec(path: Path) -> GeneratorSpec:
+    """gan/generator.json, checked field by field: a run folder may have travelled or been tampered with, and its
+    class names become folder names."""
+    data = storage.read_json_object(path, ("z_dim", "width", "classes", "channels", "image_size"))
+    problem = None
+    positive = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536
+    if not all(positive(data[k]) for k in ("z_dim", "width", "image_size")) or data["channels"] not in (1, 3):
+        problem = "a size is not a positive whole number, or channels is not 1 or 3"
+    elif not isinstance(data["classes"], list) or len(data["classes"]) < 1:
+        problem = "classes is not a list of names"
+    elif data.get("mode", "conditional") not in ("conditional", "per_class"):
+        problem = f"unknown mode {data.get('mode')!r}"
+    elif set(data) - {f.name for f in dataclasses.fields(GeneratorSpec)}:
+        problem = f"unknown keys {sorted(set(data) - {f.name for f in dataclasses.fields(GeneratorSpec)})}"
+    if problem:
+        raise AugmentError(f"'{path}' is damaged: {problem}; train again")
+    storage.safe_names(data["classes"])
+    return GeneratorSpec.from_dict(data)
 
 
 def build_generator(spec: GeneratorSpec | dict) -> Generator:

@@ -13,7 +13,7 @@ from pipeline.config import TrainConfig
 from pipeline.device import pick_device
 from pipeline.errors import AugmentError
 from pipeline.gan import checkpoint, train
-from pipeline.gan.networks import GeneratorSpec, build_generator
+from pipeline.gan.networks import GeneratorSpec, build_generator, read_spec
 from pipeline.gan.quality import COLUMNS as QUALITY_COLUMNS, QualityProbe
 from pipeline.progress import logger
 
@@ -22,7 +22,7 @@ FOLDER = "per_class"  # gan/per_class/<class>/ holds one class's training run (t
 
 def class_names(ingest_dir: str | Path) -> list[str]:
     """The classes to train, in the order generate and evaluate index them."""
-    return [str(c) for c in storage.load_arrays(ingest_dir)["classes"]]
+    return [str(c) for c in storage.load_arrays(ingest_dir)["classes"]]  # load_arrays checks each is a safe name
 
 
 def _one_class_overrides(config: TrainConfig, index: int) -> dict:
@@ -60,23 +60,23 @@ def merge(config: TrainConfig, ingest_dir: str | Path, gan_dir: str | Path) -> d
         folder = gan / FOLDER / name
         if not (folder / "generator_ema.safetensors").is_file():
             raise AugmentError(f"class '{name}' has no trained generator in '{folder}'; run its training first")
-        spec = storage.read_json(folder / "generator.json")
+        spec = read_spec(folder / "generator.json").to_dict()
         expected = dict(dataclasses.asdict(config), **_one_class_overrides(config, index))
         if spec["train"] != expected:
             raise AugmentError(f"'{folder}' was trained with other train settings; train class '{name}' again")
         tensors.update({f"generators.{index}.{k}": v for k, v in storage.load_tensors(folder / "generator_ema.safetensors").items()})
-        summaries[name] = storage.read_json(folder / "summary.json")
+        summaries[name] = storage.read_json_object(folder / "summary.json", ("seconds", "images_per_second"))
         losses.append(np.array(storage.read_csv_rows(folder / "losses.csv"), dtype=float))
     for stale in gan.iterdir():  # an earlier conditional run's files, or classes no longer in the dataset
-        if stale.name != FOLDER:
+        if stale.name not in (FOLDER, storage.STAGE_MARKER):
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     for stale in (gan / FOLDER).iterdir():
-        if stale.name not in classes:
+        if stale.name not in classes and stale.name != storage.STAGE_MARKER:
             shutil.rmtree(stale, ignore_errors=True)
     spec = GeneratorSpec.for_config(config, classes, arrays["train_images"].shape[1], arrays["train_images"].shape[-1],
                                     mode="per_class")
     generator = build_generator(spec).eval()
-    generator.load_state_dict(tensors)
+    storage.load_weights(generator, tensors, gan / FOLDER)
     rows = [[int(r[0]), *(round(float(v), 5) for v in r[1:])] for r in np.mean(losses, axis=0)] if losses[0].size else []
     checkpoint.write_losses(gan, rows)
     _samples_and_quality(config, arrays, generator, gan, len(classes))

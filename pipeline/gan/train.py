@@ -50,8 +50,9 @@ def run(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Path) -> dic
     if resumed is None:
         storage.fresh_dir(out)
     else:
+        storage.refuse_links(out)
         storage.remove_stale_temp_files(out)
-    (out / "samples").mkdir(exist_ok=True)
+    storage.real_dir(out / "samples")
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     generator, discriminator = build_generator(spec), Discriminator(
@@ -116,6 +117,6 @@ def _kept(out: Path, config: TrainConfig, ema: torch.nn.Module) -> torch.nn.Modu
     if config.keep != "best" or not (out / BEST).is_file():
         return ema
     best = copy.deepcopy(ema)
-    best.load_state_dict(storage.load_tensors(out / BEST))
+    storage.load_weights(best, storage.load_tensors(out / BEST), out / BEST)
     logger.info("keeping the generator of step %s (lowest Fréchet distance)", storage.read_metadata(out / BEST)["step"])
     return best
