@@ -15,7 +15,8 @@ from flows.names import HELP, Runner, Stage
 from pipeline import config as config_module
 from pipeline.errors import AugmentError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Train a class-conditional GAN on a small image folder and measure whether its images help a classifier.")
 
 ParamsOption = Annotated[Optional[Path], typer.Option("--params", help=HELP["params"])]
@@ -301,13 +302,17 @@ def report(
 @app.command()
 def export(
     run: RunOption,
-    out: Annotated[Path, typer.Argument(help="New folder for the ImageFolder (class sub-folders, manifest.csv, summary.json).")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="New folder for the ImageFolder (class sub-folders, manifest.csv, summary.json).")] = None,
     setting: Annotated[Optional[str], typer.Option(help="Export this evaluated setting (e.g. real+aug+resampled) instead of the recommended one.")] = None,
+    out_argument: Annotated[Optional[Path], typer.Argument(metavar="[OUT]", help="The same as --out (the older spelling).", show_default=False)] = None,
 ) -> None:
     """Export the run's recommended training set: its real training images and the synthetic images the
     recommendation uses, with a manifest whose sampling weights reproduce the recommended batch mix."""
     from pipeline import runs
 
+    if (out is None) == (out_argument is None):
+        raise AugmentError("name the export folder once: augment export --run RUN --out FOLDER")
+    out = out or out_argument
     summary = runs.export_training_set(run, out, setting)
     augment = f", classical augmentation {summary['classical_policy']}" if summary["classical_augmentation"] else ""
     console.print(f"exported {summary['setting']} to {out}: {summary['n_real']} real + {summary['n_synthetic']} synthetic "

@@ -18,6 +18,7 @@ from torch import nn
 from pipeline.config import CLASSICAL_POLICIES, EvaluateConfig
 from pipeline.device import autocast, prepare_module
 from pipeline.errors import AugmentError
+from pipeline.progress import track
 from pipeline.sampling import class_balanced_weights
 
 
@@ -240,7 +241,8 @@ def _to_float(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, real: tuple[np.ndarray, np.ndarray],
-                     synthetic: tuple[np.ndarray, np.ndarray] | None, num_classes: int, device: torch.device) -> SmallCNN:
+                     synthetic: tuple[np.ndarray, np.ndarray] | None, num_classes: int, device: torch.device,
+                     progress: str | None = None) -> SmallCNN:
     """Train for config.steps steps, whatever the condition; batches mix synthetic images at config.synthetic_share
     (replacing real ones, so batch size and step count stay equal), or draw class-balanced from the real images
     (resampled) or from real + top-up images (topup); see pools. Nothing of the test set is used."""
@@ -254,7 +256,8 @@ def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, re
     augment_rng = torch.Generator().manual_seed(seed + 2)
     policy = is_policy(config.augment)
     model.train()
-    for _ in range(config.steps):
+    steps = range(config.steps) if progress is None else track(range(config.steps), config.steps, progress)
+    for _ in steps:
         parts = [(x[i], y[i]) for (x, y, n, _, weights), rng in zip(batch_pools, rngs) if n
                  for i in [torch.randint(0, len(x), (n,), generator=rng) if weights is None
                            else torch.multinomial(weights, n, replacement=True, generator=rng)]]

@@ -2,6 +2,9 @@
 the real training images is surest belong to their class (removes off-class samples, which act as label noise)."""
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -9,19 +12,35 @@ from pipeline import storage
 from pipeline.config import EvaluateConfig
 from pipeline.classifier import CONDITIONS, SmallCNN, train_classifier
 from pipeline.gan.networks import to_uint8
-from pipeline.progress import track
+from pipeline.device import prepare_module
+from pipeline.progress import logger, track
 
 # The evaluation's classifier, trained on real+aug, with the augmentation the filters were measured with (the
 # evaluation's default moved to elastic on every image later; the teacher did not follow, so generate is unchanged).
 TEACHER = EvaluateConfig(steps=600, width=32, batch_size=64, augment="affine,elastic", augment_probability=0.5)
 
 
-def train_teacher(ingest_dir, seed: int, device: torch.device) -> SmallCNN:
-    """The real+aug classifier on the TRAINING split only (never validation or test)."""
+CACHE = "teacher.safetensors"  # synthetic/teacher.safetensors: the teacher of the last generate run, reused by the next
+
+
+def train_teacher(ingest_dir, seed: int, device: torch.device, cache: Path | None = None) -> SmallCNN:
+    """The real+aug classifier on the TRAINING split only (never validation or test). With `cache`, a teacher saved
+    there for the same training images, seed and settings is loaded instead of trained again (`augment generate
+    --run` asking for more images reuses it), and a newly trained one is saved there."""
     arrays = storage.load_arrays(ingest_dir)
     real_aug = next(c for c in CONDITIONS if c.name == "real+aug")
-    classes = len(arrays["classes"])
-    return train_classifier(TEACHER, real_aug, seed, (arrays["train_images"], arrays["train_labels"]), None, classes, device)
+    images, labels, classes = arrays["train_images"], arrays["train_labels"], len(arrays["classes"])
+    key = hashlib.sha256(images.tobytes() + labels.tobytes() + f"{seed}:{TEACHER}".encode()).hexdigest()
+    if cache is not None and storage.is_plain_file(cache) and storage.read_metadata(cache).get("key") == key:
+        teacher = SmallCNN(images.shape[1], classes, images.shape[-1], TEACHER.width)
+        storage.load_weights(teacher, storage.load_tensors(cache), cache)
+        logger.info("generate: reusing the teacher classifier in %s", cache)
+        return prepare_module(teacher, device).eval()
+    teacher = train_classifier(TEACHER, real_aug, seed, (images, labels), None, classes, device,
+                               progress="generate: training the teacher classifier")
+    if cache is not None:
+        storage.save_tensors(cache, teacher.state_dict(), {"key": key})
+    return teacher
 
 
 @torch.no_grad()

@@ -51,8 +51,8 @@ def _candidates(config: GenerateConfig, count: int) -> int:
     return max(count, int(round(count * config.oversample)))
 
 
-def _seeds(config: GenerateConfig, generator, spec: dict, ingest_dir, device,
-           counts: list[int]) -> tuple[dict[int, list[int]], dict | None]:
+def _seeds(config: GenerateConfig, generator, spec: dict, ingest_dir, device, counts: list[int],
+           out: Path) -> tuple[dict[int, list[int]], dict | None]:
     """Each class's seeds in writing order: the first counts[c] seeds, or (filter=teacher) the counts[c] best of
     counts[c] * oversample candidates, with their teacher scores."""
     classes = range(len(spec["classes"]))
@@ -60,7 +60,7 @@ def _seeds(config: GenerateConfig, generator, spec: dict, ingest_dir, device,
         return {c: [sample_seed(config, c, i) for i in range(counts[c])] for c in classes}, None
     if ingest_dir is None:
         raise AugmentError("generate.filter=teacher needs the ingested training images (run the ingest stage first)")
-    teacher = filtering.train_teacher(ingest_dir, config.seed, device)
+    teacher = filtering.train_teacher(ingest_dir, config.seed, device, cache=out / filtering.CACHE)
     candidates = {c: [sample_seed(config, c, i) for i in range(_candidates(config, counts[c]))] for c in classes}
     return filtering.select_seeds(generator, teacher, candidates, {c: counts[c] for c in classes}, noise_for,
                                   spec["z_dim"], config.batch_size, device)
@@ -141,9 +141,13 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
         storage.refuse_links(out)
         storage.remove_stale_temp_files(out)
     else:
-        storage.fresh_dir(out)
+        teacher = storage.read_plain_bytes(out / filtering.CACHE)  # kept across the fresh start: it depends on the
+        storage.fresh_dir(out)                                       # training images and seed, not on the images made
+        if teacher is not None:
+            with storage.atomic_path(out / filtering.CACHE) as tmp:
+                tmp.write_bytes(teacher)
         storage.write_json(out / STATE_FILE, state)
-    seeds, scores = _seeds(config, generator, spec, ingest_dir, device, counts)
+    seeds, scores = _seeds(config, generator, spec, ingest_dir, device, counts, out)
     jobs = [(c, i) for c in range(len(classes)) for i in range(counts[c])]
     names = {(c, i): out / classes[c] / f"{i:06d}.png" for c, i in jobs}
     todo = [job for job in jobs if not (resuming and names[job].is_file())]

@@ -24,7 +24,7 @@ def test_run_end_to_end_through_prefect(digits_dir, cli_env, tmp_path):
     out = tmp_path / "out"
     result = augment(["run", "--dataset", str(digits_dir), "--per-class", "12", "--out", str(out), *tiny_sets()], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "real+synthetic" in result.stdout and "gain real+synthetic_vs_real" in result.stdout
+    assert "real+synthetic" in result.stdout and "real+synthetic vs real" in result.stdout
     config = json.loads((out / "config.json").read_text())
     assert config["generate"]["per_class"] == 12 and config["train"]["steps"] == 6
     for stage in ("ingest/stats.json", "gan/generator_ema.safetensors", "gan/losses.csv", "synthetic/manifest.csv"):

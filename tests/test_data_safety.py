@@ -18,7 +18,7 @@ from conftest import BIN, copy_tree, tiny_config
 from pipeline import storage
 from pipeline.errors import AugmentError
 from pipeline.evaluate.recommend import recommend
-from pipeline import ingest
+from pipeline import ingest, runfolder
 
 pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
 
@@ -200,4 +200,4 @@ def test_two_spellings_of_one_folder_are_the_same_folder(digits_dir, tmp_path, m
     copy_tree(digits_dir, tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(AugmentError, match="are the same folder"):
-        ingest.check_output_location("data", "./data/../data")
+        runfolder.check_output_location("data", "./data/../data")

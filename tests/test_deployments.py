@@ -167,6 +167,7 @@ def test_prefect_yaml_deploys_with_prefect_deploy(prefect_server):
     assert_typed_form(deployment)
     assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [PREFECT_YAML_CRON]
     assert deployment["work_pool_name"] == "augment-process" and deployment["parameters"]["run_folder"] is True
+    assert deployment.get("concurrency_limit") == 1 or (deployment.get("global_concurrency_limit") or {}).get("limit") == 1
     assert deployment["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
 
 

@@ -154,7 +154,7 @@ def test_augment_run_inside_a_dvc_project_is_versioned(digits_dir, cli_env, tmp_
     repo = make_repo(tmp_path / "repo", digits_dir, cli_env)
     result = sh([str(BIN / "augment"), "run", "--per-class", "7", "--set", "evaluate.seeds=3"], repo, cli_env)
     assert "params.yaml updated: generate.per_class=7, evaluate.seeds=3" in result.stderr
-    assert "gain real+synthetic_vs_real" in result.stdout
+    assert "real+synthetic vs real" in result.stdout
     assert "up to date" in dvc(["status"], repo, cli_env)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert set(lock) == set(STAGES)
@@ -201,5 +201,5 @@ def test_a_busy_dvc_lock_is_retried_and_the_run_completes(digits_dir, cli_env, t
         held.close()
     output = "".join(lines)
     assert "Unable to acquire lock" in output and "Retry 1/2" in output
-    assert "gain real+synthetic_vs_real" in output
+    assert "real+synthetic vs real" in output
     assert "up to date" in dvc(["status"], repo, cli_env)

@@ -259,8 +259,9 @@ def test_evaluate_writes_metrics_runs_and_report(trained, tmp_path):
         assert sum(r["actual"] == r["predicted"] for r in predictions) == np.trace(matrix)
     assert page.count("data:image/png;base64,") >= 5 and "http://" not in page and "https://" not in page
     table = result_rows(metrics)
-    assert table[0][0].startswith("recommendation: ") and table[1][0] == "gain real+synthetic_vs_real"
-    assert table[3][0] == "real"
+    assert table[0][0].startswith("recommendation: ") and table[1] == ["why", "", choice["reason"]]
+    assert table[2][0] == "real+synthetic vs real" and "detects gains above" in table[2][2]
+    assert table[4][0] == "real"
 
 
 def test_a_failed_aggregation_keeps_the_seed_files_it_needs(trained, tmp_path, monkeypatch):

@@ -95,7 +95,7 @@ def test_an_imbalanced_run_reports_the_resampled_baseline_and_its_gain(digits_di
     assert "real+aug+topup_vs_real+aug+resampled" in metrics["gain"] and metrics["imbalance_ratio"] == pytest.approx(13 / 3, abs=1e-4)
     assert set(metrics["recommendation"]["validation"]["accuracy"]) >= {"real+aug+resampled", "real+aug+topup"}
     rows = [row[0] for row in result_rows(metrics)]
-    assert "gain real+aug+synthetic_vs_real+aug+resampled" in rows and "real+aug+resampled" in rows
+    assert "real+aug+synthetic vs real+aug+resampled" in rows and "real+aug+resampled" in rows
     page = (tmp_path / "evaluation" / "report.html").read_text()
     assert "<tr><td>real+aug+synthetic</td><td>real+aug+resampled</td>" in page  # the comparison's table row
     assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["gain"].keys() == metrics["gain"].keys()

@@ -113,7 +113,7 @@ def test_generate_report_and_export_on_a_run_through_the_cli(finished_run, cli_e
     subprocess.run([str(BIN / "augment"), "report", "--run", str(run)], env=cli_env, capture_output=True, timeout=300, check=True)
     assert "regenerated after this evaluation" in (run / "evaluation" / "report.html").read_text()
     assert "Stale:" in (run / "evaluation" / "report.html").read_text()
-    refused = subprocess.run([str(BIN / "augment"), "export", "--run", str(run), str(tmp_path / "export")], env=cli_env,
+    refused = subprocess.run([str(BIN / "augment"), "export", "--run", str(run), "--out", str(tmp_path / "export")], env=cli_env,
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1 and "stale" in refused.stderr and not (tmp_path / "export").exists()
 
@@ -121,7 +121,7 @@ def test_generate_report_and_export_on_a_run_through_the_cli(finished_run, cli_e
                                env=cli_env, capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr
     assert runs.stale_reason(run) is None
-    exported = subprocess.run([str(BIN / "augment"), "export", "--run", str(run), str(tmp_path / "export")], env=cli_env,
+    exported = subprocess.run([str(BIN / "augment"), "export", "--run", str(run), "--out", str(tmp_path / "export")], env=cli_env,
                               capture_output=True, text=True, timeout=300)
     assert exported.returncode == 0, exported.stderr
     assert storage.read_json(tmp_path / "export" / "summary.json")["recommended"] is True

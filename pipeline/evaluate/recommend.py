@@ -5,7 +5,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from pipeline.metrics.stats import paired_gain, verdict
+from pipeline.metrics.stats import crossed_gain, verdict
+
+ALPHA = 0.05        # the chance of recommending synthetic data that does not help, at most (all shares together)
+NEAR_CHANCE = 0.2   # a baseline below chance + this share of the way to 100% is too weak to judge by
 
 
 def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, float], classical: dict[str, bool],
@@ -14,8 +17,10 @@ def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, flo
     Candidates are scored by balanced accuracy (the mean over classes of each class's validation accuracy), so a
     rare class's two images weigh as much as a big class's forty; with as many images in every class it is plain
     accuracy. The best candidate without synthetic data is the default; the best one with synthetic data replaces
-    it only when its validation gain is significant, with the validation IMAGES as the unit (each image's
-    correctness averaged over seeds, weighted by 1 / its class's count), so 40 images cannot look like 400.
+    it only when its validation gain is significant counting both sources of noise: the seeds (each seed's models)
+    and the validation images (each weighted by 1 / its class's count), so 40 images cannot look like 400 and three
+    lucky seeds cannot look like a method (stats.crossed_gain, Bonferroni over the synthetic candidates). With one
+    seed, or classifiers near chance, the answer is "inconclusive" and no synthetic data is recommended.
     Equal scores (common with a few dozen images) go to classical augmentation, the better-established choice on
     small data, then to the smaller synthetic share, then to plain sampling over class-balanced; never to the
     candidates' order."""
@@ -47,18 +52,38 @@ def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, flo
                           f"evaluate.candidate_shares is empty), so {baseline}, the best on validation, is recommended",
                 "validation": {**validation, "best_with_synthetic": None, "gain": None}}
     challenger = best(with_synthetic)
-    gain = paired_gain((weight * per_image[challenger]).tolist(), (weight * per_image[baseline]).tolist())
-    use = verdict(gain) == "significant gain"
+    # The challenger is the best of len(with_synthetic) candidates on these same images: Bonferroni keeps the chance
+    # of a false "use it" at 5% however many shares were tried.
+    level = 1 - ALPHA / len(with_synthetic)
+    differences = weight[None, :] * (val_correct[challenger] - val_correct[baseline])  # seeds x images, class-balanced
+    gain = crossed_gain(differences, level)
+    chance = 1 / len(present) if len(present) > 1 else None  # None: no labels given, no chance level known
+    inconclusive = None
+    if gain["ci"] is None:
+        inconclusive = (f"with {gain['seeds']} classifier seed the variation between seeds cannot be measured, and it is "
+                        "the largest noise with few seeds; set evaluate.seeds to 3 or more")
+    elif chance is not None and score[baseline] < chance + NEAR_CHANCE * (1 - chance):
+        inconclusive = (f"the classifiers score near chance on validation ({100 * score[baseline]:.1f}% balanced accuracy "
+                        f"for {baseline}, chance {100 * chance:.1f}%): too weak to judge the synthetic images by; train "
+                        "them longer (evaluate.steps) or check the data")
+    verdict_text = "inconclusive" if inconclusive else verdict(gain)
+    use = verdict_text == "significant gain"
     chosen = challenger if use else baseline
-    interval = "n/a" if gain["ci95"] is None else f"[{100 * gain['ci95'][0]:+.1f}, {100 * gain['ci95'][1]:+.1f}]"
+    interval = "n/a" if gain["ci"] is None else f"[{100 * gain['ci'][0]:+.1f}, {100 * gain['ci'][1]:+.1f}]"
     spread = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
-    reason = (f"on {n_images} validation images ({spread} per class), {challenger} scored {100 * score[challenger]:.1f}% "
-              f"balanced accuracy against {100 * score[baseline]:.1f}% for {baseline} (gain {100 * gain['mean']:+.1f} "
-              f"points, 95% CI {interval}): " + ("significant, so use synthetic data this way" if use else
-                                                 "not a significant gain, so do not use synthetic data"))
+    measured = (f"on {n_images} validation images ({spread} per class) and {gain['seeds']} seeds, {challenger} scored "
+                f"{100 * score[challenger]:.1f}% balanced accuracy against {100 * score[baseline]:.1f}% for {baseline} "
+                f"(gain {100 * gain['mean']:+.1f} points, {100 * level:.1f}% CI {interval})")
+    if inconclusive:
+        reason = f"inconclusive: {inconclusive}; so no synthetic data is recommended ({measured})"
+    else:
+        reason = measured + (": significant, so use synthetic data this way" if use else
+                             ": not a significant gain, so do not use synthetic data")
+        if not use and gain["min_detectable_gain"] is not None:
+            reason += f" (this run could reliably detect gains above {100 * gain['min_detectable_gain']:.1f} points)"
     return {
         "use_synthetic": use, "setting": chosen, "synthetic_share": synthetic_share[chosen],
-        "classical_augmentation": classical[chosen], "reason": reason,
+        "classical_augmentation": classical[chosen], "reason": reason, "inconclusive": bool(inconclusive),
         "validation": {**validation, "best_with_synthetic": challenger,
-                       "gain": {**gain, "verdict": verdict(gain), "runs": None}},
+                       "gain": {**gain, "level": level, "verdict": verdict_text, "runs": None}},
     }

@@ -8,7 +8,6 @@ import io
 import json
 import re
 import subprocess
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -130,7 +129,7 @@ def _conditions_plot(metrics: dict) -> str:
     axis.barh(names, means, xerr=stds, color="#6a9fd4")
     for y, name in enumerate(names):
         axis.scatter([100 * v for v in metrics["conditions"][name]["accuracy_runs"]], [y] * metrics["seeds"], s=8, c="k", zorder=3)
-    axis.set_xlim(max(0, min(means) - 10), 100)
+    axis.set_xlim(0, 100)  # from zero: a cut axis makes a one-point difference look like a landslide
     axis.set_xlabel("held-out real accuracy (%), mean ± std, dots = seeds")
     axis.invert_yaxis()
     return _png(figure)
@@ -237,16 +236,18 @@ def _advice(setting: str, share: float) -> str:
             f"every batch ({setting})")
 
 
-def _verdict_box(metrics: dict) -> str:
-    """One box that says what to do: the setting chosen on validation, its test result against the best setting
-    without synthetic images, and how to get that training set."""
+def _verdict_box(metrics: dict, run_dir: Path | None = None) -> str:
+    """One box that says what to do: the setting chosen on validation, why, its test result against the best setting
+    without synthetic images, what the run could resolve, and how to get that training set."""
     choice = metrics.get("recommendation")
     if not choice or not choice.get("setting"):
         reason = choice["reason"] if choice else "no recommendation was made"
         return (f'<div class="verdict neutral"><b>No recommendation</b><br><span class=note>{html.escape(reason)}.'
                 " The comparisons below are on the test images only.</span></div>")
     setting, result = choice["setting"], choice.get("test_result") or {}
-    if choice["use_synthetic"]:
+    if choice.get("inconclusive"):
+        head, kind = "Inconclusive: no synthetic images recommended", "neutral"
+    elif choice["use_synthetic"]:
         head, kind = "Use the synthetic images", "gain"
     else:
         head, kind = "Do not use the synthetic images", "neutral"
@@ -259,22 +260,34 @@ def _verdict_box(metrics: dict) -> str:
             tested += (f" ({100 * gain['mean']:+.2f} points against {html.escape(result['gain_vs'])}{interval}: "
                        f"{html.escape(gain['verdict'])})")
         tested += ".<br>"
+    validation = (choice.get("validation") or {}).get("gain") or {}
+    resolve = ""
+    if validation.get("min_detectable_gain") is not None:
+        resolve = (f"With {validation['seeds']} seeds and {validation['images']} validation images this run could "
+                   f"reliably detect a validation gain above {100 * validation['min_detectable_gain']:.1f} points; "
+                   "smaller ones pass unseen. ")
+    run = html.escape(str(run_dir)) if run_dir is not None else "RUN"
     return (f'<div class="verdict {kind}"><b>{head}</b>: {html.escape(_advice(setting, choice.get("synthetic_share", 0.0)))}.'
             f'<div class="todo">{tested}<span class=note>Chosen on the validation images, never on the test images: '
-            f'{html.escape(choice["reason"])}. <code>augment export --run RUN OUT</code> writes this training set as '
-            "an ImageFolder.</span></div></div>")
+            f'{html.escape(choice["reason"])}. {resolve}<code>augment export --run {run} --out EXPORT_FOLDER</code> '
+            "writes this training set as an ImageFolder.</span></div></div>")
 
 
 def _gains_table(metrics: dict) -> str:
-    """Every paired comparison on the test images: gain, interval, verdict, worst class."""
+    """Every paired comparison on the test images: gain, interval, verdict, what the seeds could resolve, worst class."""
     rows = []
     for name, gain in metrics["gain"].items():
         treated, baseline = name.split("_vs_")
         interval = "n/a" if gain["ci95"] is None else f"[{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]"
         worst = gain.get("worst_class_gain")
+        detectable = gain.get("min_detectable_gain")
         rows.append([treated, baseline, f"{100 * gain['mean']:+.2f}", interval, gain["verdict"],
+                     "n/a" if detectable is None else f"{100 * detectable:.1f}",
                      "" if worst is None else f"{100 * worst['mean']:+.2f}"])
-    return _table(["condition", "against", "gain (points)", "95% CI", "verdict", "worst-class gain"], rows)
+    notes = sorted({gain["verdict_note"] for gain in metrics["gain"].values() if gain.get("verdict_note")})
+    note = "".join(f"<p class=note>{html.escape(n[0].upper() + n[1:])}.</p>" for n in notes)
+    return _table(["condition", "against", "gain (points)", "95% CI", "verdict", "detectable above (points)",
+                   "worst-class gain"], rows) + note
 
 
 def _code_version() -> str:
@@ -306,7 +319,7 @@ def _identity(metrics: dict, ingest_dir: Path, gan_dir: Path, synthetic_dir: Pat
     items = [
         ("dataset", f"{stats.get('dataset', '?')} ({len(metrics['classes'])} classes, {stats.get('image_size', '?')} px, "
                     f"{'RGB' if stats.get('channels') == 3 else 'gray'})"),
-        ("evaluated", f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC (report rendered)"),
+        ("evaluated", metrics.get("evaluated_at", "unknown (an evaluation from an older version)")),
         ("split", f"{stats.get('n_train', '?')} train ({min(counts)}–{max(counts)} per class), {stats.get('n_val', '?')} "
                   f"validation, {stats.get('n_test', '?')} test ({stats.get('split', '?')})"),
         ("code", _code_version()),
@@ -345,7 +358,7 @@ def render_report(metrics: dict, real, synthetic, nearest: np.ndarray | None, ga
                "gan_training": _read(gan_dir / "summary.json"),
                "evaluate": metrics["config"], "evaluate_seconds": metrics.get("seconds")}
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>augment report</title><style>{STYLE}</style></head><body>
-<h1>Does the synthetic data help?</h1>{_identity(metrics, ingest_dir, gan_dir, synthetic_dir)}{_stale(stale)}{_verdict_box(metrics)}
+<h1>Does the synthetic data help?</h1>{_identity(metrics, ingest_dir, gan_dir, synthetic_dir)}{_stale(stale)}{_verdict_box(metrics, gan_dir.parent)}
 <p class=note>Classifier trained {metrics['classifier_steps']} steps per run, {metrics['seeds']} seeds per condition (paired: same
 initialisation and real-batch order), tested on {metrics['n_test']} held-out real images that neither the GAN nor
 any choice saw. {metrics['n_train_real']} real training images, {metrics['n_synthetic']} synthetic.</p>
@@ -369,10 +382,12 @@ The {CLOSEST_PAIRS} closest, each (left) beside its nearest real image (right), 
 <h2>GAN training</h2><p class=note>Sample grids of the EMA generator during training:</p>{_progress_grids(gan_dir)}
 {_curves_plot(gan_dir / "losses.csv", [("losses", ["loss_d", "loss_g", "d_real", "d_fake"])], "no losses.csv in the GAN folder")}
 <p class=note>Fidelity of the EMA generator's samples during training, in the features of a quick classifier trained on
-the real training images:</p>{_curves_plot(gan_dir / "quality.csv", [("Fréchet distance (lower is closer)", ["frechet_distance"]),
+the real training images (300 steps, width 16). Its Fréchet distances are on another scale than the table above
+(other features, fewer samples): compare them along this curve, not with the table.</p>{_curves_plot(gan_dir / "quality.csv", [("Fréchet distance (lower is closer)", ["frechet_distance"]),
                                          ("", ["precision", "recall", "density", "coverage"])],
                                         "no quality.csv in the GAN folder (train.track_quality is off)")}
-<h2>Configuration and timings</h2><pre>{html.escape(json.dumps(context, indent=2))}</pre>
+<h2>Configuration and timings</h2><details><summary>the resolved configuration, stage by stage (JSON)</summary>
+<pre>{html.escape(json.dumps(context, indent=2))}</pre></details>
 </body></html>"""
     return page
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,7 @@ def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, syntheti
     }
     metrics["fidelity"], nearest = _fidelity(feature_model, real, synthetic, classes, device)
     metrics["seconds"] = round(time.perf_counter() - start, 1)  # the report renders from these metrics: its time is left out
+    metrics["evaluated_at"] = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
     page = render_report(metrics, real, synthetic, nearest, Path(gan_dir), Path(ingest_dir), Path(synthetic_dir))
     # Everything that can fail is done: only now is the folder (and the seed files it was built from) replaced.
     out = storage.fresh_dir(out_dir)

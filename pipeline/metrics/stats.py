@@ -31,10 +31,12 @@ def paired_gain(treated: list[float], baseline: list[float], level: float = 0.95
 
 
 def verdict(gain: dict) -> str:
-    """'significant gain', 'significant loss', 'no significant difference' (or 'too few seeds to tell' with one seed)."""
-    if gain["ci95"] is None:
+    """'significant gain', 'significant loss', 'no significant difference' (or 'too few seeds to tell' with one
+    seed), from the gain's interval (`ci95`, or `ci` at another level)."""
+    interval = gain["ci95"] if "ci95" in gain else gain["ci"]
+    if interval is None:
         return "too few seeds to tell"
-    low, high = gain["ci95"]
+    low, high = interval
     if low > 0:
         return "significant gain"
     if high < 0:
@@ -54,3 +56,29 @@ def verdict_note(gain: dict) -> str:
         return (f"too few seeds to resolve a 1-point gain: the 95% interval is ±{100 * half:.1f} points and only gains "
                 f"above {100 * gain['min_detectable_gain']:.1f} points would reliably show; raise evaluate.seeds")
     return f"the 95% interval is ±{100 * half:.1f} points; gains above {100 * gain['min_detectable_gain']:.1f} points would reliably show"
+
+
+def crossed_gain(differences: np.ndarray, level: float = 0.95) -> dict:
+    """The mean of a seeds x images matrix of paired differences, with an interval that counts both sources of
+    noise a validation decision rests on: which seeds trained the models (a seed's models differ on every image)
+    and which images the validation split holds (an image is easy or hard for every seed). The variance of the mean
+    of a crossed design, sigma_seed^2 / S + sigma_image^2 / N + sigma_resid^2 / (S N), is estimated by
+    var(seed means) / S + var(image means) / N, which counts the residual twice: conservative. Degrees of freedom by
+    Welch-Satterthwaite. With one seed the seed variance cannot be estimated: no interval (ci95 None)."""
+    seeds, images = differences.shape
+    mean = float(differences.mean())
+    if seeds < 2 or images < 2:
+        return {"mean": mean, "ci": None, "min_detectable_gain": None, "se": None, "df": None,
+                "seeds": seeds, "images": images}
+    seed_part = float(differences.mean(axis=1).var(ddof=1)) / seeds
+    image_part = float(differences.mean(axis=0).var(ddof=1)) / images
+    variance = seed_part + image_part
+    if variance == 0.0:  # every seed and image agree: the difference is what it is
+        return {"mean": mean, "ci": [mean, mean], "min_detectable_gain": 0.0, "se": 0.0, "df": None,
+                "seeds": seeds, "images": images}
+    df = variance ** 2 / ((seed_part ** 2 / (seeds - 1) if seed_part else 0.0) + (image_part ** 2 / (images - 1) if image_part else 0.0))
+    se = math.sqrt(variance)
+    quantile = float(stats.t.ppf(0.5 + level / 2, df))
+    return {"mean": mean, "ci": [mean - quantile * se, mean + quantile * se],
+            "min_detectable_gain": (quantile + float(stats.t.ppf(POWER, df))) * se, "se": se, "df": df,
+            "seeds": seeds, "images": images}
