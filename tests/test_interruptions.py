@@ -33,7 +33,7 @@ def command(dataset, out, per_class):
             "--per-class", str(per_class), *SETTINGS]
 
 
-def wait_for(condition, process, timeout=180):
+def wait_for(condition, process, timeout=600):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -64,7 +64,7 @@ def test_sigkill_then_rerun_resumes_and_completes(where, digits_dir, cli_env, tm
         if where == "training":
             wait_for(lambda: checkpoint_step(out), first)
             busy = subprocess.run(command(digits_dir, out, per_class), env=cli_env, cwd=tmp_path, capture_output=True, text=True)
-            assert busy.returncode == 1 and "is in use by another augment run" in busy.stderr.strip().splitlines()[-1]
+            assert busy.returncode == 1 and "is in use by another augment command" in busy.stderr.strip().splitlines()[-1]
         else:
             wait_for(lambda: generating(out, 200), first, timeout=300)
     finally:
