@@ -113,7 +113,6 @@ def gain_row(conditions: dict, treated: str, baseline: str) -> dict:
 
 def snapshot_record(step: int, snap: Path, metrics: dict, baseline: str, seconds: dict, train_seconds: float) -> dict:
     """Everything the results keep of one snapshot."""
-    from pipeline import storage
     rows = quality_rows(snap / "gan" / "quality.csv", step)
     best = snap / "gan" / "generator_best.step"
     kept_step = int(best.read_text()) if best.is_file() else None

@@ -16,7 +16,6 @@ Paired: every policy uses the same seeds, initial weights and batch order; gains
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -101,10 +100,10 @@ def main() -> None:
     for policy, probability in settings:
         name = f"{policy}@{probability:g}"
         evaluate = config_module.EvaluateConfig(augment="affine" if policy == "none" else policy, augment_probability=probability)
-        condition = next(c for c in classifier.CONDITIONS if c.name == ("real" if policy == "none" else "real+aug"))
+        recipe = classifier.Recipe(augment=policy != "none")  # real, or real+aug
         runs, started = [], time.perf_counter()
         for seed in range(args.seeds):
-            model = classifier.train_classifier(evaluate, condition, seed, real, None, classes, device)
+            model = classifier.train_classifier(evaluate, recipe, seed, real, None, classes, device)
             runs.append(float(np.mean(classifier.predict(model, tuning_x, device) == tuning_y)))
         results[name] = {"policy": policy, "probability": probability, "runs": runs, "mean": float(np.mean(runs)),
                          "std": float(np.std(runs, ddof=1)) if len(runs) > 1 else 0.0,

@@ -34,7 +34,8 @@ from pipeline import config as config_module
 from pipeline import device as device_module
 from pipeline import generate, storage
 from pipeline import classifier
-from pipeline.gan.networks import build_generator, default_width
+from pipeline.gan.networks import default_width
+from pipeline.generators import build_generator
 from pipeline.plan import time_gan_steps
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,17 +102,16 @@ def classifier_rate(device: torch.device, image_size: int, channels: int, steps:
     config = replace(config_module.EvaluateConfig(), steps=steps)
     rng = np.random.default_rng(0)
     real = (rng.integers(0, 256, (400, channels, image_size, image_size), dtype=np.uint8), np.arange(400) % 10)
-    condition = next(c for c in classifier.CONDITIONS if c.name == "real+aug")
 
     def train(seed: int) -> None:
         if device.type == "cuda":
             with torch.cuda.stream(torch.cuda.Stream(device)):
-                classifier.train_classifier(config, condition, seed, real, None, 10, device)
+                classifier.train_classifier(config, classifier.REAL_AUG, seed, real, None, 10, device)
             synchronize(device)
         else:
-            classifier.train_classifier(config, condition, seed, real, None, 10, device)
+            classifier.train_classifier(config, classifier.REAL_AUG, seed, real, None, 10, device)
 
-    classifier.train_classifier(replace(config, steps=3), condition, 0, real, None, 10, device)  # builds the kernels once
+    classifier.train_classifier(replace(config, steps=3), classifier.REAL_AUG, 0, real, None, 10, device)  # builds the kernels once
     synchronize(device)
     reset_peak(device)
     clock = time.perf_counter()

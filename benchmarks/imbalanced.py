@@ -8,7 +8,6 @@ evaluate stage's classifier under paired seeds, and writes benchmarks/results/im
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -22,14 +21,14 @@ from sklearn.metrics import f1_score
 from pipeline import config as config_module
 from pipeline import generate, ingest, storage
 from pipeline.device import pick_device
-from pipeline.classifier import CONDITIONS, predict, train_classifier
+from pipeline.classifier import predict, train_classifier
+from pipeline.evaluate.conditions import BY_NAME
 from pipeline.evaluate.stage import load_synthetic
 from pipeline.metrics.stats import paired_gain
 from pipeline.gan import train
 
 from imbalanced_split import write_split
 
-CONDITION = {c.name: c for c in CONDITIONS}
 # (label, classifier condition, synthetic set); each treated run is paired with its baseline by seed.
 RUNS = [("real", "real", None), ("real+synthetic uniform", "real+synthetic", "uniform"),
         ("real+synthetic balanced", "real+synthetic", "balanced")]
@@ -118,7 +117,7 @@ def main() -> None:
     device, records, runs_done = pick_device("cpu"), [], RUNS + (AUG_RUNS if args.with_aug else [])
     for seed in range(args.seeds):
         for label, condition, pool in runs_done:
-            model = train_classifier(config.evaluate, CONDITION[condition], seed, real, synthetic.get(pool), len(classes), device)
+            model = train_classifier(config.evaluate, BY_NAME[condition].recipe, seed, real, synthetic.get(pool), len(classes), device)
             records.append({"run": label, "seed": seed, **score(predict(model, test[0], device), test[1], len(classes))})
             print(f"seed {seed} {label:30s} accuracy {records[-1]['accuracy']:.4f}", flush=True)
     seconds["classifiers"] = round(time.perf_counter() - clock - sum(seconds.values()), 1)

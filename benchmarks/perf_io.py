@@ -180,12 +180,12 @@ def generated_pixels(gan_dir: Path, per_class: int, batch_size: int) -> tuple[np
     """The uint8 images generate.run writes (same seeds, same batches), kept in memory; noise and forward timed."""
     import torch
 
-    from pipeline import generate
+    from pipeline import generate, generators
     from pipeline.config import GenerateConfig
-    from pipeline.gan.networks import to_uint8
+    from pipeline.generators import to_uint8
 
     config = GenerateConfig(per_class=per_class, batch_size=batch_size, device="cpu", filter="none")
-    generator, spec, _ = generate.load_generator(gan_dir, torch.device("cpu"))
+    generator, spec, _ = generators.load_generator(gan_dir, torch.device("cpu"))
     jobs = [(c, i) for c in range(len(spec["classes"])) for i in range(per_class)]
     parts, noise_seconds, forward_seconds = [], 0.0, 0.0
     with torch.no_grad():

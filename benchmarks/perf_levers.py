@@ -37,14 +37,13 @@ def training_levers(threads: int, steps: int, rounds: int, compile_too: bool) ->
     import perf_train
 
     config = perf_train.bench_config(steps)
-    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    makers = {"baseline fp32": {}, "channels_last": {"channels_last": True}, "bf16 autocast": {"autocast": bf16},
-              "bf16 + channels_last": {"autocast": bf16, "channels_last": True}}
+    makers = {"baseline fp32": {}, "channels_last": {"channels_last": True}, "bf16 autocast": {"precision": "bf16"},
+              "bf16 + channels_last": {"precision": "bf16", "channels_last": True}}
     steppers = {name: perf_train.Step(config, 10, 1, 28, **options) for name, options in makers.items()}
     compile_seconds = None
     if compile_too:
         compiled = perf_train.Step(config, 10, 1, 28)
-        compiled.generator, compiled.discriminator = torch.compile(compiled.generator), torch.compile(compiled.discriminator)
+        compiled.step.generator_forward, compiled.step.discriminator_forward = torch.compile(compiled.generator), torch.compile(compiled.discriminator)
         steppers["torch.compile"] = compiled
     real = torch.rand(config.batch_size, 1, 28, 28) * 2 - 1
     labels = torch.randint(0, 10, (config.batch_size,))
@@ -73,10 +72,11 @@ def training_levers(threads: int, steps: int, rounds: int, compile_too: bool) ->
             "compile_seconds": compile_seconds}
 
 
-def generator_levers(gan_dir: Path | None, images: int, rounds: int) -> tuple[dict, "np.ndarray"]:
+def generator_levers(gan_dir: Path | None, images: int, rounds: int) -> tuple[dict, object]:
     import torch
 
-    from pipeline.gan.networks import Generator, to_uint8
+    from pipeline.gan.networks import Generator
+    from pipeline.generators import to_uint8
 
     generator = Generator(64, 10, 1, 28, 128).eval()
     if gan_dir and (gan_dir / "generator_ema.safetensors").is_file():

@@ -2,7 +2,6 @@
 write (ImageFolder + DataLoader + per-sample transforms, as pytorch/examples dcgan), FLOPs of one step, matmul peak."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import statistics
@@ -13,9 +12,10 @@ import torch
 
 from pipeline.config import TrainConfig
 from pipeline.gan import train
-from pipeline.gan.diffaugment import diff_augment, parse_policy
-from pipeline.gan.losses import discriminator_hinge, generator_hinge, mode_seeking_penalty
-from pipeline.gan.networks import Discriminator, Generator
+from pipeline.gan.diffaugment import parse_policy
+from pipeline.gan.networks import Discriminator, spec_for
+from pipeline.gan.step import GanStep, ema_decay, optimizers, update_ema
+from pipeline.generators import build_generator
 
 WINDOW = train.LOG_EVERY  # steps per timed window, the same as train.run's logged rate windows
 
@@ -43,58 +43,35 @@ def ours(ingest_dir: Path, gan_dir: Path, steps: int, **changes) -> dict:
             "run_seconds": summary["seconds"], "threads": torch.get_num_threads()}
 
 
-def networks(config: TrainConfig, num_classes: int, channels: int, image_size: int) -> tuple[Generator, Discriminator]:
-    """The same networks train.run builds for this config."""
-    generator = Generator(config.z_dim, num_classes, channels, image_size, config.width)
-    discriminator = Discriminator(num_classes, channels, image_size, config.width, config.discriminator_width,
-                                  config.minibatch_std)
-    return generator, discriminator
-
-
 class Step:
-    """One full D+G step as train.run does it (hinge losses, DiffAugment on real and fake, Adam, EMA update)."""
+    """One full D+G step as train.run does it: pipeline.gan.step.GanStep itself (hinge losses, DiffAugment on real and
+    fake, mode seeking, Adam) and the EMA update, so the benchmarks time the trainer's computation, not a copy of it.
+    `precision` is train.precision (bf16 autocast for the levers); `channels_last` as pipeline.device prepares modules."""
 
-    def __init__(self, config: TrainConfig, num_classes: int, channels: int, image_size: int,
-                 autocast=contextlib.nullcontext, channels_last: bool = False):
+    def __init__(self, config: TrainConfig, num_classes: int, channels: int, image_size: int, precision: str = "fp32",
+                 channels_last: bool = False):
         torch.manual_seed(config.seed)
-        self.config, self.policy, self.autocast = config, parse_policy(config.augment), autocast
-        self.generator, self.discriminator = networks(config, num_classes, channels, image_size)
+        self.config = dataclasses.replace(config, precision=precision)
+        spec = spec_for(self.config, [str(c) for c in range(num_classes)], channels, image_size)
+        self.generator = build_generator(spec)
+        self.discriminator = Discriminator(num_classes, channels, image_size, spec.width, config.discriminator_width,
+                                           config.minibatch_std)
         if channels_last:  # levers only: what channels_last does on this CPU
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_generator, betas=(0.0, 0.99))
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_discriminator, betas=(0.0, 0.99))
         self.rng, self.images_seen = torch.Generator().manual_seed(config.seed), 0
+        self.step = GanStep(self.config, self.generator, self.discriminator,
+                            *optimizers(self.config, self.generator, self.discriminator), torch.device("cpu"),
+                            parse_policy(config.augment))
 
-    def __call__(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        config, policy, rng = self.config, self.policy, self.rng
-        z = torch.randn(len(real), config.z_dim, generator=rng)
-        fake_labels, half = labels, len(real) // 2
-        if config.mode_seeking:
-            fake_labels = torch.cat([labels[:half], labels[:half], labels[2 * half:]])
-        with self.autocast():
-            fake = self.generator(z, fake_labels)
-            real_scores = self.discriminator(diff_augment(real, policy, rng), labels)
-            fake_scores = self.discriminator(diff_augment(fake.detach(), policy, rng), fake_labels)
-            loss_d = discriminator_hinge(real_scores, fake_scores)
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
-        with self.autocast():
-            loss_g = generator_hinge(self.discriminator(diff_augment(fake, policy, rng), fake_labels))
-            if config.mode_seeking:
-                loss_g = loss_g + config.mode_seeking * mode_seeking_penalty(fake, z, half)
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+    def __call__(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One step on a batch in [-1, 1]; returns [loss_d, loss_g, D(real), D(fake)] (not read back: no sync)."""
+        z = torch.randn(len(real), self.config.z_dim, generator=self.rng)
+        losses = self.step(real, labels, z, self.rng)
         self.images_seen += len(real)
-        halflife = min(config.ema_halflife_kimg * 1000, self.images_seen * 0.05)
-        decay = 0.5 ** (len(real) / max(halflife, 1e-8)) if halflife > 0 else 0.0
-        with torch.no_grad():
-            for target, source in zip(self.ema.parameters(), self.generator.parameters()):
-                target.lerp_(source, 1.0 - decay)
-        return loss_d, loss_g, real_scores, fake_scores
+        update_ema(self.ema, self.generator, ema_decay(self.config, self.images_seen))
+        return losses
 
 
 def reference(train_dir: Path, steps: int, workers: int, channels: int, image_size: int) -> dict:
@@ -111,8 +88,7 @@ def reference(train_dir: Path, steps: int, workers: int, channels: int, image_si
     rates, done, clock, log = [], 0, time.perf_counter(), []
     while done < steps:
         for real, labels in loader:  # a new epoch re-creates the workers, as in the example
-            loss_d, loss_g, real_scores, fake_scores = step(real, labels)
-            log.append((loss_d.item(), loss_g.item(), real_scores.mean().item(), fake_scores.mean().item()))
+            log.append(tuple(step(real, labels).tolist()))  # `.item()`-style logging: a host sync every step
             done += 1
             if done % WINDOW == 0 or done == steps:
                 rates.append(round((done - WINDOW * (len(rates))) * len(real) / (time.perf_counter() - clock), 1))

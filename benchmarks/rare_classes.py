@@ -73,8 +73,7 @@ def oracle_agreement(mnist: Path, counts: dict[str, int], work: Path, per_class:
                        work / "oracle-ingest")
     arrays = storage.load_arrays(work / "oracle-ingest")
     classes = [str(c) for c in arrays["classes"]]
-    real_aug = next(c for c in classifier.CONDITIONS if c.name == "real+aug")
-    model = classifier.train_classifier(config_module.EvaluateConfig(steps=1000), real_aug, seed,
+    model = classifier.train_classifier(config_module.EvaluateConfig(steps=1000), classifier.REAL_AUG, seed,
                                         (arrays["train_images"], arrays["train_labels"]), None, len(classes), torch.device("cpu"))
     oracle_accuracy = float(np.mean(classifier.predict(model, arrays["test_images"], torch.device("cpu")) == arrays["test_labels"]))
     images, labels = evaluate_stage.load_synthetic(work / "synthetic", classes, arrays["train_images"].shape[1:])

@@ -6,7 +6,6 @@ Writes benchmarks/results/dask_scaling.json and .md with the exact command, wall
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -90,7 +89,7 @@ def main() -> None:
     speedup = runs[0]["wall_seconds"] / runs[1]["wall_seconds"]
     command = "python benchmarks/scale_dask.py " + " ".join(sys.argv[1:])
     result = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", 
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "classes": len(storage.load_arrays(args.scratch / "run-1" / "ingest")["classes"]), "train": vars(config.train),
               "runs": runs, "speedup": round(speedup, 2)}
     folder = ROOT / "benchmarks" / "results"

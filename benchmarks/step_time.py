@@ -18,7 +18,8 @@ from pipeline import config as config_module
 from pipeline import storage
 from pipeline import classifier
 from pipeline.gan import train
-from pipeline.gan.networks import Discriminator, build_generator
+from pipeline.gan.networks import Discriminator
+from pipeline.generators import build_generator
 
 
 def measure(image_size: int, channels: int, steps: int, overrides: list[str]) -> dict:
@@ -48,13 +49,12 @@ def classifier_step(image_size: int, channels: int, steps: int, stem: bool = Tru
     config = config_module.load(None, [f"evaluate.steps={steps}"]).evaluate
     rng = np.random.default_rng(0)
     real = (rng.integers(0, 256, (200, channels, image_size, image_size), dtype=np.uint8), np.arange(200) % 10)
-    condition = next(c for c in classifier.CONDITIONS if c.name == "real+aug")
     default_side = classifier.STEM_SIDE
     classifier.STEM_SIDE = default_side if stem else 10 ** 9
     try:  # a short warm-up run first: oneDNN builds its kernels for these shapes once
-        classifier.train_classifier(dataclasses.replace(config, steps=2), condition, 0, real, None, 10, torch.device("cpu"))
+        classifier.train_classifier(dataclasses.replace(config, steps=2), classifier.REAL_AUG, 0, real, None, 10, torch.device("cpu"))
         clock = time.perf_counter()
-        classifier.train_classifier(config, condition, 0, real, None, 10, torch.device("cpu"))
+        classifier.train_classifier(config, classifier.REAL_AUG, 0, real, None, 10, torch.device("cpu"))
         return round((time.perf_counter() - clock) / steps, 4)
     finally:
         classifier.STEM_SIDE = default_side

@@ -125,7 +125,7 @@ def markdown(result: dict) -> str:
               f"{choice['use_synthetic']}. {choice['reason']}." + (f" Test accuracy of that setting: "
               f"{100 * tested['mean']:.2f} ± {100 * tested['std']:.2f}%." if tested else ""),
               "", "Control (same batch layout, synthetic replaced by extra augmented real images) = the real+aug row.",
-              f"Fidelity: " + ", ".join(f"{k} {v:.3f}" for k, v in result["fidelity"].items()), ""]
+              "Fidelity: " + ", ".join(f"{k} {v:.3f}" for k, v in result["fidelity"].items()), ""]
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ import torch
 
 from pipeline import config as config_module
 from pipeline import generate, ingest, storage
-from pipeline.classifier import Condition, predict, train_classifier
+from pipeline.classifier import Recipe, predict, train_classifier
 from pipeline.evaluate.recommend import recommend
 from pipeline.evaluate.stage import load_synthetic
 from pipeline.gan import train
@@ -59,8 +59,8 @@ def extra_real(mnist: Path, classes: list[str], per_class: int, skip: int, size:
 
 def evaluate_runs(config, real, val, test, sets: dict, seeds: int, device) -> dict:
     """Per condition: seeds x n_val validation correctness and the seeds' test accuracies."""
-    conditions = [("real+aug", Condition("real+aug", True, False, True), None)]
-    conditions += [(f"{name}@{share:g}", Condition(f"real+aug+{name}@{share:g}", True, True, True, share), name)
+    conditions = [("real+aug", Recipe(augment=True), None)]
+    conditions += [(f"{name}@{share:g}", Recipe(synthetic=True, augment=True, share=share), name)
                    for name in sets for share in SHARES]
     result = {name: {"val": [], "test": []} for name, _, _ in conditions}
     clock = time.perf_counter()

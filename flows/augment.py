@@ -1,5 +1,5 @@
-"""The Prefect flows: one task per pipeline function, wired in order; per-class training and classifier seeds fan
-out over the chosen task runner. No computation lives here."""
+"""The Prefect flows: the stages of pipeline.stages in order, each a task, or mapped over the task runner when the stage
+has units to fan out over (per-class training and generation, classifier seeds). No computation lives here."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,17 +14,13 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from flows import versioning
-from flows.names import RUNNERS, STAGES
+from flows.names import RUNNERS
 from flows.runners import limit_torch_threads, task_runner
-from flows.stages import run_stage
 from flows.tables import result_rows
 from pipeline import config as config_module
-from pipeline import device
-from pipeline import generate, storage
+from pipeline import device, runfolder, storage
 from pipeline.errors import TransientError, reports_environment_errors
-from pipeline.evaluate import stage as evaluate_stage
-from pipeline.gan import per_class
-from pipeline import runfolder
+from pipeline.stages import STAGES
 
 
 def _worth_retrying(task, task_run, state) -> bool:
@@ -47,53 +43,24 @@ RETRY = dict(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, retry_cond
 @task(**RETRY)
 @reports_environment_errors
 def stage_task(name: str, config: config_module.Config, out_dir: str) -> dict:
-    return run_stage(name, config, out_dir)
+    """A whole stage (pipeline.stages), in the flow's process."""
+    return STAGES[name].run(config, storage.stage_dirs(out_dir))
 
 
 @task(**RETRY)
 @reports_environment_errors
-def train_class_task(config: config_module.TrainConfig, out_dir: str, name: str, torch_threads: Optional[int]) -> dict:
+def unit_task(name: str, config: config_module.Config, out_dir: str, unit, torch_threads: Optional[int]):
+    """One unit of a stage's fan-out (a class, a classifier seed), in whichever process the task runner picks."""
     limit_torch_threads(torch_threads)
-    print(f"training class {name} in process {os.getpid()} on {socket.gethostname()}")  # shows where Dask ran it
-    dirs = storage.stage_dirs(out_dir)
-    return per_class.train_class(config, dirs["ingest"], dirs["gan"], name)
+    print(f"{name} {unit} in process {os.getpid()} on {socket.gethostname()}")  # shows where Dask ran it
+    return STAGES[name].run_unit(config, storage.stage_dirs(out_dir), unit)
 
 
 @task(**RETRY)
 @reports_environment_errors
-def merge_task(config: config_module.TrainConfig, out_dir: str) -> dict:
-    dirs = storage.stage_dirs(out_dir)
-    return per_class.merge(config, dirs["ingest"], dirs["gan"])
-
-
-@task(**RETRY)
-@reports_environment_errors
-def generate_class_task(config: config_module.GenerateConfig, out_dir: str, name: str, torch_threads: Optional[int]) -> dict:
-    limit_torch_threads(torch_threads)
-    dirs = storage.stage_dirs(out_dir)
-    return generate.run_class(config, dirs["gan"], dirs["synthetic"], name)
-
-
-@task(**RETRY)
-@reports_environment_errors
-def generate_merge_task(config: config_module.GenerateConfig, out_dir: str) -> dict:
-    dirs = storage.stage_dirs(out_dir)
-    return generate.merge_classes(config, dirs["gan"], dirs["synthetic"], dirs["ingest"])
-
-
-@task(**RETRY)
-@reports_environment_errors
-def evaluate_seed_task(config: config_module.EvaluateConfig, out_dir: str, seed: int, torch_threads: Optional[int]) -> str:
-    limit_torch_threads(torch_threads)
-    dirs = storage.stage_dirs(out_dir)
-    return str(evaluate_stage.run_seed(config, dirs["ingest"], dirs["synthetic"], dirs["evaluation"], seed))
-
-
-@task(**RETRY)
-@reports_environment_errors
-def aggregate_task(config: config_module.EvaluateConfig, out_dir: str) -> dict:
-    dirs = storage.stage_dirs(out_dir)
-    return evaluate_stage.aggregate(config, dirs["ingest"], dirs["synthetic"], dirs["gan"], dirs["evaluation"])
+def merge_task(name: str, config: config_module.Config, out_dir: str) -> dict:
+    """A fanned-out stage's outputs, merged from its units'."""
+    return STAGES[name].merge(config, storage.stage_dirs(out_dir))
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_worth_retrying)
@@ -111,29 +78,19 @@ def _run_name() -> str:
 
 @flow(name="augment-stages", flow_run_name="stages-{out_dir}", log_prints=True)
 def stages_flow(config: config_module.Config, out_dir: str, torch_threads: Optional[int] = None) -> dict:
-    """The four stages; per-class generators and classifier seeds are mapped over the flow's task runner."""
-    stage_task.with_options(name="ingest")("ingest", config, out_dir)
-    if config.train.mode == "per_class":
-        classes = per_class.class_names(storage.stage_dirs(out_dir)["ingest"])
-        _fan_out(train_class_task, "train", classes, config.train, out_dir, torch_threads)
-        merge_task.with_options(name="train-merge")(config.train, out_dir)
-    if config.train.mode == "per_class" and config.generate.filter == "none" and not config.generate.balance:
-        _fan_out(generate_class_task, "generate", classes, config.generate, out_dir, torch_threads)
-        generate_merge_task.with_options(name="generate-merge")(config.generate, out_dir)
-    elif config.train.mode == "per_class":  # the teacher filter and balancing plan across classes: one task
-        stage_task.with_options(name="generate")("generate", config, out_dir)
-    else:
-        stage_task.with_options(name="train")("train", config, out_dir)
-        stage_task.with_options(name="generate")("generate", config, out_dir)
-    _fan_out(evaluate_seed_task, "evaluate-seed", list(range(config.evaluate.seeds)), config.evaluate, out_dir, torch_threads)
-    return aggregate_task.with_options(name="evaluate-aggregate")(config.evaluate, out_dir)
-
-
-def _fan_out(each, label: str, items: list, section, out_dir: str, torch_threads: Optional[int]) -> list:
-    """Submit one task per item to the task runner, then wait for all; a failure re-raises as itself (a user
-    error stays one line)."""
-    futures = [each.with_options(name=f"{label}-{item}").submit(section, out_dir, item, torch_threads) for item in items]
-    return [future.result() for future in futures]
+    """The four stages in order; a stage with units to fan out over is mapped over the flow's task runner, then
+    merged. Which units a stage has is the stage's own business (pipeline.stages)."""
+    result = {}
+    for name, stage in STAGES.items():
+        units = stage.units(config, storage.stage_dirs(out_dir))
+        if not units:
+            result = stage_task.with_options(name=name)(name, config, out_dir)
+            continue
+        futures = [unit_task.with_options(name=f"{name}-{unit}").submit(name, config, out_dir, unit, torch_threads)
+                   for unit in units]
+        [future.result() for future in futures]  # a failure re-raises as itself: a user error stays one line
+        result = merge_task.with_options(name=f"{name}-merge")(name, config, out_dir)
+    return result
 
 
 @flow(name="augment", flow_run_name=_run_name, log_prints=True)
@@ -162,8 +119,12 @@ def augment_flow(params: config_module.Config, out_dir: str, run_folder: bool = 
 
 
 def _checked(params: config_module.Config | dict) -> config_module.Config:
-    """Prefect has built the dataclasses from the run's parameters; the config's own rules (ranges, choices) apply too."""
-    return config_module.from_dict(params if isinstance(params, dict) else params.to_dict())
+    """The Config the caller passed, or the one Prefect built from a deployment's parameters: the config's own rules
+    (ranges, choices) apply to it too, once, here at the flow's entry."""
+    if isinstance(params, dict):
+        return config_module.from_dict(params)
+    config_module.validate(params)
+    return params
 
 
 def _run_folder_name(config: config_module.Config) -> str:

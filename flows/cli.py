@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -111,14 +110,14 @@ def run(
             console.print(f"params.yaml updated: {', '.join(changed)}")
         from flows.augment import augment_dvc_flow
 
-        metrics = augment_dvc_flow(params=config.to_dict(), repo=str(Path.cwd()))
+        metrics = augment_dvc_flow(params=config, repo=str(Path.cwd()))
     else:
         from flows.augment import augment_flow
 
         # Checked, claimed and locked here, before the Prefect server starts; the flow does the same (re-entrant),
         # since deployments call it without this command.
         with runfolder.open_run(out_dir, {"dataset": config.ingest.dataset}):
-            metrics = augment_flow(params=config.to_dict(), out_dir=str(out_dir), runner=runner.value, dask_address=dask_address,
+            metrics = augment_flow(params=config, out_dir=str(out_dir), runner=runner.value, dask_address=dask_address,
                                    dask_workers=dask_workers, torch_threads=torch_threads)
     _print_result(metrics, out_dir)
 
@@ -253,7 +252,7 @@ def stage(
     set_: SetOption = None,
 ) -> None:
     """Run one stage without Prefect (what dvc.yaml calls); reads its inputs from earlier stages in --out."""
-    from flows.stages import run_stage
+    from pipeline.stages import run_stage
 
     result = run_stage(name.value, _load_config(params, list(set_ or [])), out)
     if name is Stage.evaluate:

@@ -1,6 +1,7 @@
 """The downstream classifier, shared by every stage that trains one (the evaluation's conditions, the generate
-stage's teacher filter, the GAN's quality probe): the networks, classical augmentation, the conditions a run can
-train under, and one training run under one condition. Which conditions an evaluation runs is pipeline.evaluate.conditions."""
+stage's teacher filter, the GAN's quality probe): the networks, classical augmentation, and one training run under
+one recipe (its pools, sampling and loss). It knows nothing of the evaluation's list of conditions
+(pipeline.evaluate.conditions), so adding a condition leaves the GAN and generate stages untouched."""
 from __future__ import annotations
 
 import functools
@@ -22,32 +23,24 @@ from pipeline.progress import track
 from pipeline.sampling import class_balanced_weights
 
 
+LOSSES = ("cross_entropy", "balanced_softmax")
+
+
 @dataclass(frozen=True)
-class Condition:
-    """What one classifier run trains on: real images, synthetic images or both, with or without classical aug."""
-    name: str
-    real: bool
-    synthetic: bool
-    augment: bool
+class Recipe:
+    """How one classifier run trains: the pools its batches are drawn from and how, and its loss. Which recipes an
+    evaluation compares, under which names, is pipeline.evaluate.conditions'."""
+    real: bool = True
+    synthetic: bool = False
+    augment: bool = False       # classical augmentation (evaluate.augment) on every batch
     share: float | None = None  # synthetic share of each batch when mixed; None: evaluate.synthetic_share
     balanced: bool = False      # batch slots drawn class-balanced (every class equally likely), not image-uniform
     topup: bool = False         # one pool: the real images plus enough synthetic ones to bring every class up to
                                 # the largest class's real count (what a user would build with --balance)
+    loss: str = "cross_entropy"
 
 
-CONDITIONS = (
-    Condition("real", True, False, False),
-    Condition("real+aug", True, False, True),
-    Condition("real+synthetic", True, True, False),
-    Condition("real+aug+synthetic", True, True, True),
-    Condition("synthetic", False, True, False),  # Classification Accuracy Score: synthetic only, tested on real
-)
-# On imbalanced data the baseline a practitioner would use first is a class-balanced sampler of the real images;
-# the balanced top-up is the synthetic candidate that competes with it on equal terms (class-balanced too).
-REBALANCED = (
-    Condition("real+aug+resampled", True, False, True, balanced=True),
-    Condition("real+aug+topup", True, True, True, balanced=True, topup=True),
-)
+REAL_AUG = Recipe(augment=True)  # the real images with classical augmentation: the teacher, the quality probe, timing
 
 
 def topup_indices(real_labels: np.ndarray, synthetic_labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -58,18 +51,18 @@ def topup_indices(real_labels: np.ndarray, synthetic_labels: np.ndarray, num_cla
                           + [np.zeros(0, dtype=np.int64)])
 
 
-def share_of(condition: Condition, config: EvaluateConfig, real_labels: np.ndarray | None = None,
+def share_of(recipe: Recipe, config: EvaluateConfig, real_labels: np.ndarray | None = None,
              num_classes: int = 0) -> float:
-    """Fraction of each batch that is synthetic under this condition (a top-up's: the mean over classes of the
+    """Fraction of each batch that is synthetic under this recipe (a top-up's: the mean over classes of the
     topped-up share, which needs the real labels)."""
-    if not condition.synthetic:
+    if not recipe.synthetic:
         return 0.0
-    if not condition.real:
+    if not recipe.real:
         return 1.0
-    if condition.topup:
+    if recipe.topup:
         counts = np.bincount(real_labels, minlength=num_classes)
         return float(np.mean(1.0 - counts / counts.max()))
-    return config.synthetic_share if condition.share is None else condition.share
+    return config.synthetic_share if recipe.share is None else recipe.share
 
 
 STEM_SIDE = 32  # from twice this side up, strided stem convolutions halve the image before the pooled blocks
@@ -240,7 +233,7 @@ def _to_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 127.5 - 1.0
 
 
-def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, real: tuple[np.ndarray, np.ndarray],
+def train_classifier(config: EvaluateConfig, recipe: Recipe, seed: int, real: tuple[np.ndarray, np.ndarray],
                      synthetic: tuple[np.ndarray, np.ndarray] | None, num_classes: int, device: torch.device,
                      progress: str | None = None) -> SmallCNN:
     """Train for config.steps steps, whatever the condition; batches mix synthetic images at config.synthetic_share
@@ -251,10 +244,13 @@ def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, re
     model = prepare_module(build_model(config.model, real_x.shape[1], num_classes, real_x.shape[-1], config.width), device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
-    batch_pools = pools(config, condition, seed, real, synthetic, num_classes)
+    batch_pools = pools(config, recipe, seed, real, synthetic, num_classes)
     rngs = [torch.Generator().manual_seed(pool_seed) for *_, pool_seed, _ in batch_pools]
     augment_rng = torch.Generator().manual_seed(seed + 2)
     policy = is_policy(config.augment)
+    # Balanced Softmax (Ren et al. 2020): train on logits + log(prior of the batch labels), predict with the logits,
+    # which undoes the tilt towards the classes the batches over-represent.
+    adjust = torch.log(batch_prior(batch_pools, num_classes)).to(device) if recipe.loss == "balanced_softmax" else None
     model.train()
     steps = range(config.steps) if progress is None else track(range(config.steps), config.steps, progress)
     for _ in steps:
@@ -262,13 +258,14 @@ def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, re
                  for i in [torch.randint(0, len(x), (n,), generator=rng) if weights is None
                            else torch.multinomial(weights, n, replacement=True, generator=rng)]]
         x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]).to(device)
-        if condition.augment and policy:
+        if recipe.augment and policy:
             x = policy_augment(x, config.augment, augment_rng, config.augment_probability)
         x = _to_float(x.to(device))
-        if condition.augment and not policy:  # on the device (its draws stay on the CPU generator: paired anywhere)
+        if recipe.augment and not policy:  # on the device (its draws stay on the CPU generator: paired anywhere)
             x = classical_augment(x, config.augment, augment_rng, config.augment_probability)
         with autocast(device):
-            loss = F.cross_entropy(model(x), y)
+            logits = model(x)
+            loss = F.cross_entropy(logits if adjust is None else logits.float() + adjust, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -276,15 +273,26 @@ def train_classifier(config: EvaluateConfig, condition: Condition, seed: int, re
     return model.eval()
 
 
-def pools(config: EvaluateConfig, condition: Condition, seed: int, real, synthetic, num_classes: int) -> list[tuple]:
+def batch_prior(batch_pools: list[tuple], num_classes: int) -> torch.Tensor:
+    """The expected share of each class among a batch's labels, from the pools' slots and draw weights (floored at
+    a tiny value: a class no batch can hold gets a very negative, not an infinite, log prior)."""
+    prior = torch.zeros(num_classes, dtype=torch.float64)
+    for _, labels, slots, _, weights in batch_pools:
+        if slots:
+            draw = torch.full((len(labels),), 1.0 / len(labels), dtype=torch.float64) if weights is None else weights / weights.sum()
+            prior += slots * torch.zeros(num_classes, dtype=torch.float64).index_add_(0, labels, draw)
+    return (prior / prior.sum()).clamp(min=1e-8).float()
+
+
+def pools(config: EvaluateConfig, recipe: Recipe, seed: int, real, synthetic, num_classes: int) -> list[tuple]:
     """(images, labels, slots per batch, seed, draw weights or None for uniform) of each pool a batch is drawn from."""
-    if condition.topup:
+    if recipe.topup:
         rows = topup_indices(real[1], synthetic[1], num_classes)
         x, y = np.concatenate([real[0], synthetic[0][rows]]), np.concatenate([real[1], synthetic[1][rows]])
         return [(torch.from_numpy(x), torch.from_numpy(y), config.batch_size, seed, class_balanced_weights(torch.from_numpy(y)))]
     n_synthetic = {(True, False): 0, (False, True): config.batch_size,
-                   (True, True): int(round(config.batch_size * share_of(condition, config)))}[(condition.real, condition.synthetic)]
-    weights = class_balanced_weights(torch.from_numpy(real[1])) if condition.balanced else None
+                   (True, True): int(round(config.batch_size * share_of(recipe, config)))}[(recipe.real, recipe.synthetic)]
+    weights = class_balanced_weights(torch.from_numpy(real[1])) if recipe.balanced else None
     result = [(torch.from_numpy(real[0]), torch.from_numpy(real[1]), config.batch_size - n_synthetic, seed, weights)]
     if n_synthetic:
         result.append((torch.from_numpy(synthetic[0]), torch.from_numpy(synthetic[1]), n_synthetic, seed + 1, None))

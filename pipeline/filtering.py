@@ -10,13 +10,14 @@ import torch
 
 from pipeline import storage
 from pipeline.config import EvaluateConfig
-from pipeline.classifier import CONDITIONS, SmallCNN, train_classifier
-from pipeline.gan.networks import to_uint8
+from pipeline.classifier import REAL_AUG, SmallCNN, train_classifier
+from pipeline.generators import to_uint8
 from pipeline.device import prepare_module
 from pipeline.progress import logger, track
 
-# The evaluation's classifier, trained on real+aug, with the augmentation the filters were measured with (the
-# evaluation's default moved to elastic on every image later; the teacher did not follow, so generate is unchanged).
+# The evaluation's classifier trained on real+aug, with its own augmentation (affine and elastic, half the images):
+# the filter is defined by this teacher, not by evaluate.augment, so changing the evaluation never changes which
+# images generate keeps (docs/results.md has the measurements behind it).
 TEACHER = EvaluateConfig(steps=600, width=32, batch_size=64, augment="affine,elastic", augment_probability=0.5)
 
 
@@ -28,7 +29,6 @@ def train_teacher(ingest_dir, seed: int, device: torch.device, cache: Path | Non
     there for the same training images, seed and settings is loaded instead of trained again (`augment generate
     --run` asking for more images reuses it), and a newly trained one is saved there."""
     arrays = storage.load_arrays(ingest_dir)
-    real_aug = next(c for c in CONDITIONS if c.name == "real+aug")
     images, labels, classes = arrays["train_images"], arrays["train_labels"], len(arrays["classes"])
     key = hashlib.sha256(images.tobytes() + labels.tobytes() + f"{seed}:{TEACHER}".encode()).hexdigest()
     if cache is not None and storage.is_plain_file(cache) and storage.read_metadata(cache).get("key") == key:
@@ -36,7 +36,7 @@ def train_teacher(ingest_dir, seed: int, device: torch.device, cache: Path | Non
         storage.load_weights(teacher, storage.load_tensors(cache), cache)
         logger.info("generate: reusing the teacher classifier in %s", cache)
         return prepare_module(teacher, device).eval()
-    teacher = train_classifier(TEACHER, real_aug, seed, (images, labels), None, classes, device,
+    teacher = train_classifier(TEACHER, REAL_AUG, seed, (images, labels), None, classes, device,
                                progress="generate: training the teacher classifier")
     if cache is not None:
         storage.save_tensors(cache, teacher.state_dict(), {"key": key})

@@ -14,9 +14,9 @@ import torch
 
 from pipeline import filtering, storage
 from pipeline.config import GenerateConfig
-from pipeline.device import default_generate_batch, pick_device, prepare_module
+from pipeline.device import default_generate_batch, pick_device
 from pipeline.errors import AugmentError
-from pipeline.gan.networks import build_generator, read_spec, to_uint8
+from pipeline.generators import load_generator, read_spec, to_uint8
 from pipeline.progress import logger, track
 
 CLASS_SEED_STRIDE = 1_000_000_000  # seeds of class c are seed + c * stride + i: unique while per_class < stride
@@ -30,16 +30,6 @@ def sample_seed(config: GenerateConfig, class_index: int, image_index: int) -> i
 def noise_for(seeds: list[int], z_dim: int) -> torch.Tensor:
     """One latent per seed, independent of how seeds are batched."""
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
-
-
-def load_generator(gan_dir: Path, device: torch.device) -> tuple[torch.nn.Module, dict, str]:
-    spec_path, weights_path = gan_dir / "generator.json", gan_dir / "generator_ema.safetensors"
-    if not spec_path.is_file() or not weights_path.is_file():
-        raise AugmentError(f"no trained generator in '{gan_dir}'; run the train stage first")
-    spec = read_spec(spec_path).to_dict()
-    generator = build_generator(spec)
-    storage.load_weights(generator, storage.load_tensors(weights_path), weights_path)
-    return prepare_module(generator.eval(), device), spec, storage.sha256_file(weights_path)
 
 
 def _sized(config: GenerateConfig, device: torch.device) -> GenerateConfig:

@@ -14,10 +14,11 @@ import torch
 from pipeline import generate, ingest
 from pipeline.config import Config, TrainConfig
 from pipeline.device import pick_device, prepare_module
-from pipeline.classifier import CONDITIONS, check_model, train_classifier
+from pipeline.classifier import REAL_AUG, check_model, train_classifier
 from pipeline.evaluate.conditions import conditions_for
 from pipeline.gan.diffaugment import parse_policy
-from pipeline.gan.networks import Discriminator, GeneratorSpec, build_generator
+from pipeline.gan.networks import Discriminator, spec_for
+from pipeline.generators import build_generator
 from pipeline.gan.step import GanStep, draw_batch, optimizers
 
 PNG_SECONDS = 1 / 800  # writing one small PNG on this project's 2-core CPU (benchmarks/results/gpu_check_cpu.md)
@@ -59,7 +60,7 @@ def time_gan_steps(train: TrainConfig, image_size: int, channels: int, device: t
     """Time the real GAN training step (pipeline.gan.step) on random pixels, which run as fast as images:
     (warm-up seconds, including torch.compile's compilation when train.compile is on; seconds per step; the last
     step's losses)."""
-    spec = GeneratorSpec.for_config(train, [str(c) for c in range(10)], channels, image_size)
+    spec = spec_for(train, [str(c) for c in range(10)], channels, image_size)
     torch.manual_seed(0)
     generator = prepare_module(build_generator(spec), device)
     discriminator = prepare_module(Discriminator(10, channels, image_size, spec.width, train.discriminator_width,
@@ -83,14 +84,14 @@ def time_gan_steps(train: TrainConfig, image_size: int, channels: int, device: t
 
 def _seconds_per_classifier_step(config: Config, channels: int, num_classes: int, device: torch.device, steps: int = 5) -> float:
     """Timed on the built-in CNN when evaluate.model is module:function: a dry run imports no user code."""
-    size, real_aug = config.ingest.image_size, next(c for c in CONDITIONS if c.name == "real+aug")
+    size = config.ingest.image_size
     rng = np.random.default_rng(0)
     real = (rng.integers(0, 256, (64, channels, size, size), dtype=np.uint8), np.arange(64) % num_classes)
     evaluate = config.evaluate if ":" not in config.evaluate.model else dataclasses.replace(config.evaluate, model="small")
     quick = dataclasses.replace(evaluate, steps=2)
-    train_classifier(quick, real_aug, 0, real, None, num_classes, device)  # warm-up
+    train_classifier(quick, REAL_AUG, 0, real, None, num_classes, device)  # warm-up
     clock = time.perf_counter()
-    train_classifier(dataclasses.replace(evaluate, steps=steps), real_aug, 0, real, None, num_classes, device)
+    train_classifier(dataclasses.replace(evaluate, steps=steps), REAL_AUG, 0, real, None, num_classes, device)
     return (time.perf_counter() - clock) / steps
 
 

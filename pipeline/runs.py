@@ -9,7 +9,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline import config as config_module
 from pipeline import generate, storage
@@ -137,13 +136,13 @@ def _export(config: config_module.Config, run_dir: str | Path, out: Path, settin
     exportable = [name for name, c in conditions.items() if c.real and name in metrics["conditions"]]
     if setting not in exportable:
         raise AugmentError(f"'{setting}' is not a setting this run evaluated on real images; choose one of {', '.join(exportable)}")
-    condition = conditions[setting]
+    recipe = conditions[setting].recipe
     real_files = [row["file"] for row in _csv(dirs["ingest"] / "manifest.csv", ("file", "split")) if row["split"] == "train"]
     synthetic_rows = _synthetic_rows(dirs["synthetic"], classes, config.evaluate.max_synthetic_per_class)
     rows = []
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = storage.fresh_dir(out.parent / f".{out.name}.partial")  # renamed into place when complete
-    for pool_x, pool_y, slots, _, weights, origin in _weighted_pools(config, condition, real, synthetic, len(classes)):
+    for pool_x, pool_y, slots, _, weights, origin in _weighted_pools(config, recipe, real, synthetic, len(classes)):
         share = slots / config.evaluate.batch_size
         probability = (weights / weights.sum()).numpy() if weights is not None else np.full(len(pool_y), 1.0 / len(pool_y))
         for i, (pixels, label) in enumerate(zip(pool_x.numpy(), pool_y.numpy())):
@@ -159,8 +158,8 @@ def _export(config: config_module.Config, run_dir: str | Path, out: Path, settin
             rows.append([f"{classes[label]}/{name}", classes[label], source, where, seed, f"{share * probability[i]:.9g}"])
     storage.write_csv(staging / "manifest.csv", EXPORT_COLUMNS, rows)
     summary = {"run": str(run_dir), "setting": setting, "recommended": setting == metrics["recommendation"].get("setting"),
-               "classical_augmentation": condition.augment,
-               "classical_policy": config.evaluate.augment if condition.augment else None,
+               "classical_augmentation": recipe.augment,
+               "classical_policy": config.evaluate.augment if recipe.augment else None,
                "synthetic_share": round(sum(float(r[5]) for r in rows if r[2] == "synthetic"), 6),
                "n_real": sum(r[2] == "real" for r in rows), "n_synthetic": sum(r[2] == "synthetic" for r in rows),
                "reason": metrics["recommendation"]["reason"]}
@@ -174,15 +173,15 @@ def _export(config: config_module.Config, run_dir: str | Path, out: Path, settin
     return summary
 
 
-def _weighted_pools(config, condition, real, synthetic, num_classes):
+def _weighted_pools(config, recipe, real, synthetic, num_classes):
     """The classifier's pools for this condition (pipeline.classifier.pools), each with the row of every
     pool image in [real rows..., synthetic rows...] so it can be traced to its file."""
     offset = len(real[1])
-    if condition.topup:
+    if recipe.topup:
         origin = np.concatenate([np.arange(offset), offset + topup_indices(real[1], synthetic[1], num_classes)])
-        return [(*pool, origin) for pool in pools(config.evaluate, condition, 0, real, synthetic, num_classes)]
+        return [(*pool, origin) for pool in pools(config.evaluate, recipe, 0, real, synthetic, num_classes)]
     result = []
-    for k, pool in enumerate(pools(config.evaluate, condition, 0, real, synthetic, num_classes)):
+    for k, pool in enumerate(pools(config.evaluate, recipe, 0, real, synthetic, num_classes)):
         origin = np.arange(offset) if k == 0 else offset + np.arange(len(synthetic[1]))
         if pool[2]:  # a pool with no batch slots (synthetic share 0) is not part of the training set
             result.append((*pool, origin))

@@ -114,7 +114,7 @@ def finished_run(digits_dir, tmp_path_factory) -> Path:
     """A run folder as `augment run` leaves it (config.json + the four stages, run without Prefect), imbalanced so
     that re-sampling and top-up are evaluated too: class 0 keeps 6 of its 20 images. Shared by every test that
     only reads it; a test that changes a run copies it first (`cp -a`)."""
-    from flows.stages import STAGES, run_stage
+    from pipeline.stages import STAGES, run_stage
     from pipeline import storage
 
     data = tmp_path_factory.mktemp("data") / "digits"

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from conftest import BIN, copy_tree, tiny_config
-from flows.stages import run_stage
+from pipeline.stages import run_stage
 from pipeline import config as config_module
 from pipeline import ingest, runfolder, runs, storage
 from pipeline.errors import AugmentError, environment_errors

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_config
-from flows.stages import run_stage
+from pipeline.stages import run_stage
 from pipeline import ingest, storage
 from pipeline.errors import AugmentError
 from pipeline.evaluate.stage import load_synthetic

@@ -14,7 +14,8 @@ from pipeline import ingest, storage
 from pipeline.errors import AugmentError
 from pipeline.gan import train
 from pipeline.gan.diffaugment import diff_augment, parse_policy
-from pipeline.gan.networks import Discriminator, Generator, build_generator
+from pipeline.gan.networks import Discriminator, Generator
+from pipeline.generators import build_generator
 
 
 @pytest.mark.parametrize("size, channels", [(16, 1), (28, 1), (32, 3), (64, 3)])

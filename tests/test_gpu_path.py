@@ -16,7 +16,7 @@ from pipeline import config as config_module
 from pipeline import device as device_module
 from pipeline import generate, storage
 from pipeline.errors import AugmentError
-from pipeline.gan.networks import build_generator
+from pipeline.generators import build_generator
 
 from conftest import BIN, ROOT
 

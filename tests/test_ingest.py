@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import copy_tree, tiny_config
-from flows.stages import run_stage
+from pipeline.stages import run_stage
 from pipeline import ingest, storage
 from pipeline.errors import AugmentError
 

@@ -43,7 +43,7 @@ def test_resampled_batches_are_class_balanced_and_topup_fills_every_class_to_the
     images = np.zeros((len(LABELS), 1, 4, 4), np.uint8)
     synthetic_labels = np.repeat(np.arange(3), 50)
     synthetic = (np.ones((150, 1, 4, 4), np.uint8), synthetic_labels)
-    conditions = {c.name: c for c in conditions_for(config, LABELS, 3)}
+    conditions = {c.name: c.recipe for c in conditions_for(config, LABELS, 3)}
     uniform = draw(pools(config, conditions["real+aug"], 0, (images, LABELS), synthetic, 3)[0])
     assert uniform == pytest.approx([40 / 52, 10 / 52, 2 / 52], abs=0.01)
     resampled = pools(config, conditions["real+aug+resampled"], 0, (images, LABELS), synthetic, 3)

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import BIN, TINY, small_digits, tiny_config
-from flows.stages import STAGES, run_stage
+from pipeline.stages import STAGES, run_stage
 from pipeline import ingest, storage
 from pipeline.gan.distributed import shard
-from pipeline.gan.networks import build_generator
+from pipeline.generators import build_generator
 from test_cli import augment, tiny_sets
 
 pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
@@ -57,7 +57,7 @@ def test_per_class_mode_on_a_two_worker_dask_cluster_matches_local_outputs(digit
     assert {f"gan/per_class/{c}/checkpoint.safetensors" for c in "012"} <= files(dask)
     assert {"gan/generator_ema.safetensors", "gan/losses.csv", "synthetic/manifest.csv", "evaluation/report.html"} <= files(dask)
     spec = json.loads((dask / "gan" / "generator.json").read_text())
-    assert spec["mode"] == "per_class" and spec == json.loads((local / "gan" / "generator.json").read_text())
+    assert spec["kind"] == "per_class" and spec == json.loads((local / "gan" / "generator.json").read_text())
     ours, theirs = (load_file(str(d / "gan" / "generator_ema.safetensors")) for d in (dask, local))
     assert ours.keys() == theirs.keys() and all(torch.allclose(ours[k], theirs[k], atol=1e-5) for k in ours)
     manifests = [[row[:3] for row in csv.reader(open(d / "synthetic" / "manifest.csv"))] for d in (dask, local)]

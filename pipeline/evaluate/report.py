@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipeline import storage  # noqa: E402
+from pipeline.evaluate.conditions import advice  # noqa: E402
 
 GRID_COLUMNS = 8
 PROGRESS_GRIDS = 4    # training-progress sample grids shown: the first, the last and evenly spaced ones between
@@ -209,7 +210,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _per_class_table(metrics: dict) -> str:
     """Per class: real and synthetic training images, accuracy of each compared condition, and the gains."""
     header, rows = ["class", "real train", "synthetic"], []
-    for name, gain in metrics["gain"].items():
+    for name in metrics["gain"]:
         treated, baseline = name.split("_vs_")
         header += [f"{baseline} %", f"{treated} %", "gain (points)"]
     for c in metrics["classes"]:
@@ -221,19 +222,6 @@ def _per_class_table(metrics: dict) -> str:
                     f"{100 * gain['per_class_gain_mean'][c]:+.1f}"]
         rows.append(row)
     return _table(header, rows)
-
-
-SETTING_ADVICE = {"real": "train on the real images as they are",
-                  "real+aug": "train on the real images with classical augmentation",
-                  "real+aug+resampled": "train on the real images with classical augmentation, drawn class-balanced "
-                                        "(a class-balanced sampler)"}
-
-
-def _advice(setting: str, share: float) -> str:
-    if setting in SETTING_ADVICE:
-        return SETTING_ADVICE[setting]
-    return (f"train on the real images with classical augmentation and the synthetic images as {100 * share:.0f}% of "
-            f"every batch ({setting})")
 
 
 def _verdict_box(metrics: dict, run_dir: Path | None = None) -> str:
@@ -267,7 +255,7 @@ def _verdict_box(metrics: dict, run_dir: Path | None = None) -> str:
                    f"reliably detect a validation gain above {100 * validation['min_detectable_gain']:.1f} points; "
                    "smaller ones pass unseen. ")
     run = html.escape(str(run_dir)) if run_dir is not None else "RUN"
-    return (f'<div class="verdict {kind}"><b>{head}</b>: {html.escape(_advice(setting, choice.get("synthetic_share", 0.0)))}.'
+    return (f'<div class="verdict {kind}"><b>{head}</b>: {html.escape(advice(setting, choice.get("synthetic_share", 0.0)))}.'
             f'<div class="todo">{tested}<span class=note>Chosen on the validation images, never on the test images: '
             f'{html.escape(choice["reason"])}. {resolve}<code>augment export --run {run} --out EXPORT_FOLDER</code> '
             "writes this training set as an ImageFolder.</span></div></div>")

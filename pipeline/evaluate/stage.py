@@ -18,20 +18,13 @@ from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
 from pipeline.metrics import fidelity
 from pipeline.classifier import SmallCNN, embed, predict, share_of, train_classifier
-from pipeline.evaluate.conditions import conditions_for, imbalance_ratio
+from pipeline.evaluate.conditions import FEATURES, condition_headline, conditions_for, gain_headline, gains, imbalance_ratio
 from pipeline.evaluate.recommend import recommend
 from pipeline.evaluate.report import confusion_conditions, render_report
 from pipeline.metrics.stats import paired_gain, summarize, verdict, verdict_note
 from pipeline.progress import logger, track
 
-# Each gain is reported when both its conditions were evaluated (the last two on imbalanced data, see rebalancing):
-# there the baseline to beat is class-balanced re-sampling of the real images, not real+aug.
-GAINS = {"real+synthetic_vs_real": ("real+synthetic", "real"),
-         "real+aug+synthetic_vs_real+aug": ("real+aug+synthetic", "real+aug"),
-         "real+aug+synthetic_vs_real+aug+resampled": ("real+aug+synthetic", "real+aug+resampled"),
-         "real+aug+topup_vs_real+aug+resampled": ("real+aug+topup", "real+aug+resampled")}
 SCORES = ("accuracy", "balanced_accuracy", "macro_f1")
-FEATURE_CONDITION = "real+aug"  # seed 0's model of this condition defines the fidelity feature space
 NEAREST_REAL = "nearest_real.npy"  # 2 x N: every synthetic image's feature distance to its nearest real training image,
                                    # and that image's index in the training arrays (the report's copy check)
 
@@ -101,15 +94,15 @@ def _seed_records(config: EvaluateConfig, seed: int, inputs: tuple, device) -> t
     records, feature_model = [], None
     for condition in conditions_for(config, real[1], len(classes)):
         clock = time.perf_counter()
-        model = train_classifier(config, condition, seed, real, synthetic, len(classes), device)
+        model = train_classifier(config, condition.recipe, seed, real, synthetic, len(classes), device)
         scores = _scores(predict(model, test[0], device), test[1], len(classes))
         val_correct = predict(model, val[0], device) == val[1] if len(val[1]) else np.zeros(0, dtype=bool)
         records.append({"seed": seed, "condition": condition.name, "seconds": time.perf_counter() - clock,
                         "val_correct": val_correct, **scores})
         logger.info("seed %d %-18s accuracy %.4f", seed, condition.name, scores["accuracy"])
-        if seed == 0 and condition.name == FEATURE_CONDITION:  # the fidelity feature space is always the built-in CNN's
+        if seed == 0 and condition.name == FEATURES:  # the fidelity feature space is always the built-in CNN's
             feature_model = model if config.model == "small" else train_classifier(
-                dataclasses.replace(config, model="small"), condition, seed, real, synthetic, len(classes), device)
+                dataclasses.replace(config, model="small"), condition.recipe, seed, real, synthetic, len(classes), device)
     return records, feature_model
 
 
@@ -136,7 +129,7 @@ def run_seed(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str 
     records, model = _seed_records(config, seed, load_inputs(config, ingest_dir, synthetic_dir), pick_device(config.device))
     folder = Path(out_dir) / SEEDS_FOLDER
     if model is not None:
-        storage.save_tensors(folder / "feature_model.safetensors", model.state_dict(), {"condition": FEATURE_CONDITION})
+        storage.save_tensors(folder / "feature_model.safetensors", model.state_dict(), {"condition": FEATURES})
     rows = [{**r, **{k: _to_json(r[k]) for k in ARRAY_FIELDS}} for r in records]
     return storage.write_json(folder / f"{seed}.json", {"config": dataclasses.asdict(config), "records": rows})
 
@@ -175,7 +168,6 @@ def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, syntheti
     """Summarise the per-seed records into metrics.json, runs.csv and report.html."""
     classes, real, val, test, synthetic = inputs
     device, conditions = pick_device(config.device), conditions_for(config, real[1], len(classes))
-    names = {c.name for c in conditions}
     metrics = {
         "n_test": int(len(test[1])), "n_train_real": int(len(real[1])), "n_val": int(len(val[1])),
         "n_synthetic": int(len(synthetic[1])),
@@ -184,8 +176,7 @@ def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, syntheti
         "config": dataclasses.asdict(config),
         "conditions": {c.name: _condition_summary([r for r in records if r["condition"] == c.name], classes) for c in conditions},
         "imbalance_ratio": _finite(imbalance_ratio(real[1], len(classes))),
-        "gain": {name: _gain(records, treated, baseline, classes) for name, (treated, baseline) in GAINS.items()
-                 if {treated, baseline} <= names},
+        "gain": {name: _gain(records, treated, baseline, classes) for name, (treated, baseline) in gains(conditions).items()},
         "recommendation": _recommendation(records, conditions, config, classes, real[1], val[1]),
     }
     metrics["fidelity"], nearest = _fidelity(feature_model, real, synthetic, classes, device)
@@ -217,17 +208,8 @@ def _write_confusions(folder: Path, metrics: dict) -> None:
 
 
 HEADLINE = "headline.json"  # the DVC metric: at most 20 flat numbers, readable in `dvc metrics diff` / `dvc exp show`
-# Short names, so a two-experiment `dvc exp show` fits a 120-column terminal (README: Versioning with DVC).
-HEADLINE_CONDITIONS = {"real": "real", "real+aug": "aug", "real+aug+resampled": "res", "real+aug+synthetic": "syn",
-                       "real+aug+topup": "topup"}
-HEADLINE_GAINS = {"real+synthetic_vs_real": "syn-real", "real+aug+synthetic_vs_real+aug": "syn-aug",
-                  "real+aug+synthetic_vs_real+aug+resampled": "syn-res", "real+aug+topup_vs_real+aug+resampled": "topup-res"}
-
-
-def _short(name: str) -> str:
-    """real+aug+synthetic@0.25 -> syn@0.25; names without a short form stay as they are."""
-    base, at, share = name.partition("@")
-    return HEADLINE_CONDITIONS.get(base, base) + at + share
+# Short names (pipeline.evaluate.conditions), so a two-experiment `dvc exp show` fits a 120-column terminal
+# (README: Versioning with DVC).
 
 
 def headline(metrics: dict) -> dict[str, float]:
@@ -235,15 +217,13 @@ def headline(metrics: dict) -> dict[str, float]:
     recommendation (acc.pick), CAS (the synthetic-only classifier's accuracy), every gain (points) with its 95% CI
     bounds but syn-real's, and the Fréchet distance: 19 numbers at most with one candidate share."""
     pct = lambda value: None if value is None else round(100 * value, 2)
-    numbers = {f"acc.{_short(name)}": pct(c["accuracy_mean"]) for name, c in metrics["conditions"].items()
-               if name not in ("real+synthetic", "synthetic")}
+    numbers = {key: pct(c["accuracy_mean"]) for name, c in metrics["conditions"].items()
+               if (key := condition_headline(name)) is not None}
     result = (metrics.get("recommendation") or {}).get("test_result")
     if result:
         numbers["acc.pick"] = pct(result["mean"])
-    if "synthetic" in metrics["conditions"]:
-        numbers["cas"] = pct(metrics["conditions"]["synthetic"]["accuracy_mean"])
     for name, gain in metrics["gain"].items():
-        short = HEADLINE_GAINS.get(name, name)
+        short = gain_headline(name)
         numbers[f"gain.{short}"] = pct(gain["mean"])
         if short != "syn-real":  # no augmentation on either side: the least telling gain, listed without bounds
             low, high = gain["ci95"] if gain.get("ci95") else (None, None)
@@ -291,7 +271,7 @@ def _recommendation(records: list[dict], conditions, config: EvaluateConfig, cla
     candidates = [c for c in conditions if c.real]
     by_seed = lambda name: sorted((r for r in records if r["condition"] == name), key=lambda r: r["seed"])
     choice = recommend({c.name: np.array([r["val_correct"] for r in by_seed(c.name)], dtype=float) for c in candidates},
-                       {c.name: share_of(c, config, real_labels, len(classes)) for c in candidates},
+                       {c.name: share_of(c.recipe, config, real_labels, len(classes)) for c in candidates},
                        {c.name: c.augment for c in candidates}, val_labels=val_labels,
                        balanced={c.name: c.balanced for c in candidates})
     if choice["setting"] is not None:
@@ -316,7 +296,7 @@ def _fidelity(model, real, synthetic, classes, device) -> tuple[dict, np.ndarray
     fake_x, fake_y = synthetic[0][fake], synthetic[1][fake]
     real_x, real_y = real[0][keep], real[1][keep]
     report = fidelity.fidelity_report(embed(model, real_x, device), real_y, embed(model, fake_x, device), fake_y, classes)
-    report["feature_space"] = f"penultimate layer of the classifier trained on the real training split ({FEATURE_CONDITION}, seed 0)"
+    report["feature_space"] = f"penultimate layer of the classifier trained on the real training split ({FEATURES}, seed 0)"
     # Copies: every synthetic image against every real training image, in the same features.
     report["nearest_real"] = fidelity.nearest_real(embed(model, real[0], device), embed(model, synthetic[0], device))
     distances, nearest = report["nearest_real"].pop("distances"), report["nearest_real"].pop("nearest")

@@ -11,7 +11,7 @@ import torch
 
 from pipeline import storage
 from pipeline.errors import AugmentError
-from pipeline.gan.networks import GeneratorSpec
+from pipeline.generators import GeneratorSpec
 
 CHECKPOINT = "checkpoint.safetensors"
 LOSS_COLUMNS = ["step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_second"]

@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from pipeline import storage
-from pipeline.errors import AugmentError
+from pipeline.generators import GeneratorSpec
 
 
 def plan_resolutions(image_size: int) -> list[int]:
@@ -143,70 +139,17 @@ class PerClassGenerator(nn.Module):
         return out
 
 
-@dataclass(frozen=True)
-class GeneratorSpec:
-    """What gan/generator.json holds: enough to rebuild the generator, and the train settings it was trained with.
-    Every trainer builds it with `for_config`; generate reads it back with `from_dict`."""
-    z_dim: int
-    width: int                  # first-map channels, resolved (train.width 0 = default_width)
-    classes: list[str]
-    channels: int
-    image_size: int
-    train: dict | None = None   # dataclasses.asdict(TrainConfig); None for a generator built outside a training run
-    mode: str = "conditional"   # per_class: one generator per class, merged (gan/per_class.py)
-    world_size: int | None = None  # processes of a data-parallel run (gan/distributed.py)
-
-    @classmethod
-    def for_config(cls, config, classes: list[str], channels: int, image_size: int, **extra) -> GeneratorSpec:
-        return cls(config.z_dim, config.width or default_width(image_size), list(classes), int(channels), int(image_size),
-                   dataclasses.asdict(config), **extra)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> GeneratorSpec:
-        return cls(**data)
-
-    def to_dict(self) -> dict:
-        """The JSON form: optional keys only when set (a conditional run's generator.json has no `mode`)."""
-        data = {"z_dim": self.z_dim, "width": self.width, "classes": self.classes, "channels": self.channels,
-                "image_size": self.image_size}
-        if self.train is not None:
-            data["train"] = self.train
-        if self.mode != "conditional":
-            data["mode"] = self.mode
-        if self.world_size is not None:
-            data["world_size"] = self.world_size
-        return data
+def spec_for(config, classes: list[str], channels: int, image_size: int, **extra) -> GeneratorSpec:
+    """The spec every GAN trainer writes to gan/generator.json: its sizes (train.width 0 resolved) and train settings."""
+    return GeneratorSpec(z_dim=config.z_dim, width=config.width or default_width(image_size), classes=list(classes),
+                         channels=int(channels), image_size=int(image_size), train=dataclasses.asdict(config), **extra)
 
 
-def read_spec(path: Path) -> GeneratorSpec:
-    """gan/generator.json, checked field by field: a run folder may have travelled or been tampered with, and its
-    class names become folder names."""
-    data = storage.read_json_object(path, ("z_dim", "width", "classes", "channels", "image_size"))
-    problem = None
-    positive = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536
-    if not all(positive(data[k]) for k in ("z_dim", "width", "image_size")) or data["channels"] not in (1, 3):
-        problem = "a size is not a positive whole number, or channels is not 1 or 3"
-    elif not isinstance(data["classes"], list) or len(data["classes"]) < 1:
-        problem = "classes is not a list of names"
-    elif data.get("mode", "conditional") not in ("conditional", "per_class"):
-        problem = f"unknown mode {data.get('mode')!r}"
-    elif set(data) - {f.name for f in dataclasses.fields(GeneratorSpec)}:
-        problem = f"unknown keys {sorted(set(data) - {f.name for f in dataclasses.fields(GeneratorSpec)})}"
-    if problem:
-        raise AugmentError(f"'{path}' is damaged: {problem}; train again")
-    storage.safe_names(data["classes"])
-    return GeneratorSpec.from_dict(data)
-
-
-def build_generator(spec: GeneratorSpec | dict) -> Generator:
-    """The generator a spec describes (gan/generator.json, written next to its weights)."""
-    spec = spec if isinstance(spec, GeneratorSpec) else GeneratorSpec.from_dict(spec)
-    if spec.mode == "per_class":  # train.mode=per_class merges one generator per class (gan/per_class.py)
-        return PerClassGenerator(spec.z_dim, len(spec.classes), spec.channels, spec.image_size, spec.width)
+def build_conditional(spec: GeneratorSpec) -> Generator:
+    """kind 'conditional': one class-conditional generator."""
     return Generator(spec.z_dim, len(spec.classes), spec.channels, spec.image_size, spec.width)
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Generator output in [-1, 1], B x C x H x W float -> B x H x W x C uint8."""
-    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+def build_per_class(spec: GeneratorSpec) -> PerClassGenerator:
+    """kind 'per_class': one generator per class behind the conditional interface (train.mode=per_class)."""
+    return PerClassGenerator(spec.z_dim, len(spec.classes), spec.channels, spec.image_size, spec.width)

@@ -13,7 +13,8 @@ from pipeline.config import TrainConfig
 from pipeline.device import pick_device
 from pipeline.errors import AugmentError
 from pipeline.gan import checkpoint, train
-from pipeline.gan.networks import GeneratorSpec, build_generator, read_spec
+from pipeline.gan.networks import spec_for
+from pipeline.generators import build_generator, read_spec
 from pipeline.gan.quality import COLUMNS as QUALITY_COLUMNS, QualityProbe
 from pipeline.progress import logger
 
@@ -73,8 +74,7 @@ def merge(config: TrainConfig, ingest_dir: str | Path, gan_dir: str | Path) -> d
     for stale in (gan / FOLDER).iterdir():
         if stale.name not in classes and stale.name != storage.STAGE_MARKER:
             shutil.rmtree(stale, ignore_errors=True)
-    spec = GeneratorSpec.for_config(config, classes, arrays["train_images"].shape[1], arrays["train_images"].shape[-1],
-                                    mode="per_class")
+    spec = spec_for(config, classes, arrays["train_images"].shape[1], arrays["train_images"].shape[-1], kind="per_class")
     generator = build_generator(spec).eval()
     storage.load_weights(generator, tensors, gan / FOLDER)
     rows = [[int(r[0]), *(round(float(v), 5) for v in r[1:])] for r in np.mean(losses, axis=0)] if losses[0].size else []

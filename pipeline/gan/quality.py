@@ -5,9 +5,9 @@ import numpy as np
 import torch
 
 from pipeline.config import EvaluateConfig
-from pipeline.classifier import CONDITIONS, embed, train_classifier
+from pipeline.classifier import REAL_AUG, embed, train_classifier
 from pipeline.metrics.fidelity import frechet_distance, manifold_scores
-from pipeline.gan.networks import to_uint8
+from pipeline.generators import to_uint8
 
 PROBE_STEPS = 300        # a quick feature classifier: enough to give the features meaning, a few seconds on CPU
 SAMPLES_PER_CLASS = 50
@@ -18,10 +18,9 @@ class QualityProbe:
     """Trains a small classifier on the real training images once, then scores generator samples in its features."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, z_dim: int, device: torch.device):
-        # The augmentation keep=best was measured with (not the evaluation's later default): training is unchanged.
+        # Its own augmentation, not evaluate.augment: which snapshot keep=best exports depends on the training only.
         config = EvaluateConfig(steps=PROBE_STEPS, width=16, batch_size=64, augment="affine,elastic", augment_probability=0.5)
-        real_aug = next(c for c in CONDITIONS if c.name == "real+aug")
-        self.model = train_classifier(config, real_aug, 0, (images, labels), None, num_classes, device)
+        self.model = train_classifier(config, REAL_AUG, 0, (images, labels), None, num_classes, device)
         self.real_features = embed(self.model, images, device)
         self.device = device
         self.labels = torch.arange(num_classes).repeat_interleave(SAMPLES_PER_CLASS).to(device)
