@@ -2,7 +2,6 @@
 has units to fan out over (per-class training and generation, classifier seeds). No computation lives here."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 from datetime import datetime, timezone
@@ -20,7 +19,7 @@ from flows.tables import result_rows
 from pipeline import config as config_module
 from pipeline import device, runfolder, storage
 from pipeline.errors import TransientError, reports_environment_errors
-from pipeline.stages import STAGES
+from pipeline.stages import STAGES, WITHOUT_GAN, absolute_inputs, inputs
 
 
 def _worth_retrying(task, task_run, state) -> bool:
@@ -77,11 +76,14 @@ def _run_name() -> str:
 
 
 @flow(name="augment-stages", flow_run_name="stages-{out_dir}", log_prints=True)
-def stages_flow(config: config_module.Config, out_dir: str, torch_threads: Optional[int] = None) -> dict:
-    """The four stages in order; a stage with units to fan out over is mapped over the flow's task runner, then
-    merged. Which units a stage has is the stage's own business (pipeline.stages)."""
+def stages_flow(config: config_module.Config, out_dir: str, torch_threads: Optional[int] = None, gan: bool = True) -> dict:
+    """The stages in order (without train and generate when gan is false); a stage with units to fan out over is
+    mapped over the flow's task runner, then merged. Which units a stage has is the stage's own business
+    (pipeline.stages)."""
     result = {}
     for name, stage in STAGES.items():
+        if not gan and name not in WITHOUT_GAN:
+            continue
         units = stage.units(config, storage.stage_dirs(out_dir))
         if not units:
             result = stage_task.with_options(name=name)(name, config, out_dir)
@@ -96,24 +98,25 @@ def stages_flow(config: config_module.Config, out_dir: str, torch_threads: Optio
 @flow(name="augment", flow_run_name=_run_name, log_prints=True)
 def augment_flow(params: config_module.Config, out_dir: str, run_folder: bool = False, runner: Literal[RUNNERS] = "local",
                  dask_address: Optional[str] = None, dask_workers: Optional[int] = None,
-                 torch_threads: Optional[int] = None) -> dict:
-    """Ingest, train the GAN, generate, evaluate; return metrics.json's content. With run_folder, out_dir is a
+                 torch_threads: Optional[int] = None, gan: bool = True) -> dict:
+    """Ingest, train the GAN, generate, read the outside sources, evaluate; return metrics.json's content. gan=False
+    measures the outside sources (evaluate.sources) alone, with no generator trained. With run_folder, out_dir is a
     parent and this run writes to its own new folder in it (scheduled runs never overwrite each other).
     params is typed, so the Prefect UI shows a form per section (a plain mapping of sections is accepted and checked
     the same way: unknown keys are refused)."""
     config = device.resolve(_checked(params))  # config.json records the device's sizes
     # Before anything is written: a deployment's out_dir can be overridden in the Prefect UI, past the CLI's check.
-    runfolder.check_output_location(config.ingest.dataset, out_dir)
+    for what, folder in inputs(config).items():
+        runfolder.check_output_location(folder, out_dir, what)
     if run_folder:
         out_dir = str(Path(out_dir) / _run_folder_name(config))
     print(f"writing to {out_dir}")
-    # config.json names the dataset by its absolute path: commands run later from another folder (export's
-    # overlap check, a re-evaluation) must find the same folder.
-    absolute = dataclasses.replace(config.ingest, dataset=str(Path(config.ingest.dataset).resolve()))
-    with runfolder.open_run(out_dir, {"dataset": config.ingest.dataset}):
-        storage.write_json(Path(out_dir) / "config.json", dataclasses.replace(config, ingest=absolute).to_dict())
+    # config.json names the inputs by their absolute paths: commands run later from another folder (export's
+    # overlap check, a re-evaluation) must find the same folders.
+    with runfolder.open_run(out_dir, inputs(config)):
+        storage.write_json(Path(out_dir) / "config.json", absolute_inputs(config).to_dict())
         runner_instance, threads = task_runner(runner, dask_address, dask_workers, torch_threads)
-        result = stages_flow.with_options(task_runner=runner_instance)(config, out_dir, threads)
+        result = stages_flow.with_options(task_runner=runner_instance)(config, out_dir, threads, gan)
     _publish(result, out_dir)
     return {**result, "out_dir": out_dir}
 

@@ -24,6 +24,7 @@ PerClassOption = Annotated[Optional[int], typer.Option(help=f"generate.per_class
 RunnerOption = Annotated[Runner, typer.Option(help="Where fanned-out tasks (per-class generators, classifier seeds) run: local (one at a time) or dask.")]
 DaskAddressOption = Annotated[Optional[str], typer.Option(help="An existing Dask scheduler, e.g. tcp://host:8786 (with --runner dask); default: a LocalCluster on this machine.")]
 DaskWorkersOption = Annotated[Optional[int], typer.Option(help="Worker processes of the LocalCluster (1 thread each); default: one per CPU core.")]
+SyntheticOption = Annotated[Optional[list[str]], typer.Option("--synthetic", help="An outside synthetic source, NAME=FOLDER: an ImageFolder of the dataset's classes made elsewhere (a diffusion model, a renderer, another GAN), measured beside the others (repeatable; evaluate.sources).")]
 TorchThreadsOption = Annotated[Optional[int], typer.Option(help="torch threads per task with --runner dask; default 1 (one worker per core).")]
 CronOption = Annotated[str, typer.Option(help='Cron schedule of the runs, e.g. "0 3 * * *" (every day at 03:00).')]
 NameOption = Annotated[str, typer.Option(help="Deployment name; the deployment is augment/NAME.")]
@@ -80,14 +81,15 @@ def run(
     dask_address: DaskAddressOption = None,
     dask_workers: DaskWorkersOption = None,
     torch_threads: TorchThreadsOption = None,
+    synthetic: SyntheticOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config, the per-class plan, the disk and time estimates; write nothing.")] = False,
 ) -> None:
     """Run the whole pipeline (ingest, train, generate, evaluate) as a Prefect flow and print the result table."""
     from flows import versioning
     from flows.runners import task_runner
-    from pipeline import plan, runfolder
+    from pipeline import plan
 
-    overrides, config = _config_with_shorthands(dataset, per_class, params, set_, balance)
+    overrides, config = _config_with_shorthands(dataset, per_class, params, set_, balance, synthetic)
     task_runner(runner.value, dask_address, dask_workers, torch_threads)  # checks the options before anything starts
     use_dvc = dvc
     if use_dvc is None:  # by default DVC versions the run in a DVC project, unless --out names another folder
@@ -112,14 +114,46 @@ def run(
 
         metrics = augment_dvc_flow(params=config, repo=str(Path.cwd()))
     else:
-        from flows.augment import augment_flow
-
-        # Checked, claimed and locked here, before the Prefect server starts; the flow does the same (re-entrant),
-        # since deployments call it without this command.
-        with runfolder.open_run(out_dir, {"dataset": config.ingest.dataset}):
-            metrics = augment_flow(params=config, out_dir=str(out_dir), runner=runner.value, dask_address=dask_address,
-                                   dask_workers=dask_workers, torch_threads=torch_threads)
+        metrics = _run_flow(config, out_dir, runner, dask_address, dask_workers, torch_threads)
     _print_result(metrics, out_dir)
+
+
+def _run_flow(config: config_module.Config, out_dir: Path, runner: Runner, dask_address, dask_workers, torch_threads,
+              gan: bool = True) -> dict:
+    """The Prefect flow on out_dir: checked, claimed and locked here, before the Prefect server starts; the flow does
+    the same (re-entrant), since deployments call it without this command."""
+    from flows.augment import augment_flow
+    from pipeline import runfolder
+    from pipeline.stages import inputs
+
+    with runfolder.open_run(out_dir, inputs(config)):
+        return augment_flow(params=config, out_dir=str(out_dir), runner=runner.value, dask_address=dask_address,
+                            dask_workers=dask_workers, torch_threads=torch_threads, gan=gan)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    synthetic: Annotated[list[str], typer.Option("--synthetic", help="An outside synthetic source, NAME=FOLDER: an ImageFolder of the dataset's classes made elsewhere (repeatable: sources are compared with each other and with no synthetic data, paired by seed).")],
+    dataset: Annotated[Optional[Path], typer.Option(help=f"ingest.dataset: {config_module.help_for('ingest.dataset')}.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder; default: runs/<dataset folder name>-evaluate.")] = None,
+    params: ParamsOption = None,
+    set_: SetOption = None,
+    runner: RunnerOption = Runner.local,
+    dask_address: DaskAddressOption = None,
+    dask_workers: DaskWorkersOption = None,
+    torch_threads: TorchThreadsOption = None,
+) -> None:
+    """Measure synthetic images made elsewhere (a diffusion model, a renderer, another GAN) the way `run` measures its
+    own: the same ingest, baselines, paired seeds and recommendation chosen on validation; no generator is trained."""
+    from flows.runners import task_runner
+    from pipeline import plan
+
+    _, config = _config_with_shorthands(dataset, None, params, set_, None, synthetic)
+    task_runner(runner.value, dask_address, dask_workers, torch_threads)
+    out_dir = out or Path("runs") / f"{Path(config.ingest.dataset).resolve().name}-evaluate"
+    plan.preflight(config, out_dir)
+    filter_user_error_tracebacks()
+    _print_result(_run_flow(config, out_dir, runner, dask_address, dask_workers, torch_threads, gan=False), out_dir)
 
 
 def _print_plan(config: config_module.Config) -> None:
@@ -148,8 +182,10 @@ def _print_plan(config: config_module.Config) -> None:
 
 
 def _config_with_shorthands(dataset: Optional[Path], per_class: Optional[int], params: Optional[Path],
-                            set_: Optional[list[str]], balance: Optional[bool] = None) -> tuple[list[str], config_module.Config]:
-    """The config from params + shorthands + --set, validated."""
+                            set_: Optional[list[str]], balance: Optional[bool] = None,
+                            synthetic: Optional[list[str]] = None) -> tuple[list[str], config_module.Config]:
+    """The config from params + shorthands + --set, validated; each --synthetic NAME=FOLDER is added to the sources
+    the params already name."""
     overrides = []  # shorthands first, so an explicit --set of the same key wins
     if dataset is not None:
         overrides.append(f"ingest.dataset={dataset}")
@@ -160,7 +196,12 @@ def _config_with_shorthands(dataset: Optional[Path], per_class: Optional[int], p
         if balance and per_class is None:
             overrides.append("generate.per_class=0")  # no explicit target: up to the largest class
     overrides += list(set_ or [])
-    return overrides, _load_config(params, overrides)
+    config = _load_config(params, overrides)
+    if synthetic:
+        joined = ", ".join(part for part in [config.evaluate.sources, *synthetic] if part.strip())
+        overrides.append(f"evaluate.sources={joined}")
+        config = config_module.apply_overrides(config, [overrides[-1]])
+    return overrides, config
 
 
 # serve and deploy take the same options; only deploy adds --pool.

@@ -16,8 +16,9 @@ CONCURRENCY = 1  # one run of a deployment at a time: a nightly run that overrun
 def flow_parameters(config: Config, out_parent: Path, runner: str, dask_address: Optional[str],
                     dask_workers: Optional[int], torch_threads: Optional[int]) -> dict[str, Any]:
     """The deployment's fixed parameters: absolute paths (a worker runs elsewhere), one new folder per run."""
-    params = config.to_dict()
-    params["ingest"]["dataset"] = str(Path(config.ingest.dataset).resolve())
+    from pipeline.stages import absolute_inputs
+
+    params = absolute_inputs(config).to_dict()
     return {"params": params, "out_dir": str(out_parent.resolve()), "run_folder": True, "runner": runner,
             "dask_address": dask_address, "dask_workers": dask_workers, "torch_threads": torch_threads}
 

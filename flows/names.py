@@ -14,6 +14,7 @@ class Stage(str, Enum):
     ingest = "ingest"
     train = "train"
     generate = "generate"
+    sources = "sources"
     evaluate = "evaluate"
 
 

@@ -113,6 +113,35 @@ def _classical(value: str, _) -> str | None:
             f"or one of the policies {', '.join(CLASSICAL_POLICIES)}; got {value!r}")
 
 
+SOURCE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# Words the conditions' names are made of: a source called "aug" would make "real+aug+aug" ambiguous.
+RESERVED_SOURCE_NAMES = frozenset({"real", "aug", "synthetic", "resampled", "topup", "bsm", "sources", "pick"})
+
+
+def parse_sources(text: str) -> dict[str, str]:
+    """'diffusion=data/diff, renders=/srv/r' -> {name: folder}; names lower case, unique, not a reserved word."""
+    sources: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, sep, folder = (x.strip() for x in part.partition("="))
+        if not sep or not folder:
+            raise AugmentError(f"synthetic source '{part}' must look like NAME=FOLDER (e.g. diffusion=data/diffusion)")
+        if not SOURCE_NAME.fullmatch(name) or name in RESERVED_SOURCE_NAMES:
+            raise AugmentError(f"synthetic source name '{name}' must be lower case letters, digits, - or _ (starting with a "
+                               f"letter, at most 32), and not one of {', '.join(sorted(RESERVED_SOURCE_NAMES))}")
+        if name in sources:
+            raise AugmentError(f"synthetic source name '{name}' is given twice")
+        sources[name] = folder
+    return sources
+
+
+def _sources(value: str, _) -> str | None:
+    try:
+        parse_sources(value)
+    except AugmentError as error:
+        return f"is not a list of NAME=FOLDER: {error}"
+    return None
+
+
 def _shares(value: str, _) -> str | None:
     try:
         shares = parse_shares(value)
@@ -225,10 +254,16 @@ class EvaluateConfig:
     candidate_shares: str = option("0.25", "more shares of real+aug+synthetic tried on validation by the recommendation "
                                    "(comma-separated; empty = none)", rule=_shares,
                                    accepts="numbers in (0, 1)")
-    rebalance: Rebalance = option("auto", "also evaluate real+aug+resampled and real+aug+topup: on, off, or auto = when the "
-                                  "classes are imbalanced", more="See [Imbalanced classes](how-it-works.md#imbalanced-classes).")
+    rebalance: Rebalance = option("auto", "also evaluate the long-tail remedies (real+aug+resampled, real+aug+bsm) and the "
+                                  "synthetic ones beside them (real+aug+topup, real+aug+synthetic+bsm): on, off, or auto = "
+                                  "when the classes are imbalanced", more="See [Imbalanced classes](how-it-works.md#imbalanced-classes).")
     imbalance_ratio: float = option(2.0, "with rebalance auto: the largest class's real training images over the smallest's "
                                     "from which the data counts as imbalanced", at_least=1.0)
+    sources: str = option("", "outside synthetic sources measured beside the tool's own: NAME=FOLDER, comma-separated "
+                          "(each FOLDER an ImageFolder of the dataset's classes; empty = none)", rule=_sources,
+                          accepts="NAME=FOLDER, ...",
+                          more="`augment run/evaluate --synthetic NAME=FOLDER` adds one. Read like the dataset, copies of "
+                               "validation or test images excluded; see [Outside synthetic sources](how-it-works.md#outside-synthetic-sources).")
     device: Device = option("auto", "as train.device")
 
 

@@ -146,7 +146,7 @@ def run(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, ingest
         _remove_unlisted(out, set(names.values()))
     for name, count in zip(classes, counts):
         if count:  # no empty folders: torchvision's ImageFolder refuses a class folder without images
-            storage.real_dir(out / name)
+            storage.real_dir(out / name, mark=False)  # ImageFolder class folders: the stage folder holds the marker
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, torch.no_grad():
         pending = []

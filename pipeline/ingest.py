@@ -30,7 +30,7 @@ class Candidate:
     split: str            # train | test | "" (not decided yet)
 
 
-def _class_files(class_dir: Path) -> list[Path]:
+def class_files(class_dir: Path) -> list[Path]:
     """Image files under one class folder, nested folders included, hidden entries skipped, sorted."""
     found = []
     for root, dirs, files in os.walk(class_dir):  # followlinks=False: a symlinked folder loop cannot trap us
@@ -63,7 +63,7 @@ def scan(dataset: str | Path) -> tuple[list[Candidate], bool]:
         if not class_dirs:
             raise AugmentError(f"dataset folder '{part_root}' has no class sub-folders; put each class's images in DIR/<class>/")
         for class_dir in class_dirs:
-            files = _class_files(class_dir)
+            files = class_files(class_dir)
             if not files and split != "test":
                 raise AugmentError(f"class folder '{class_dir}' has no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                                    "add images or remove the folder")
@@ -175,9 +175,9 @@ def run(config: IngestConfig, out_dir: str | Path) -> dict:
     out, dataset = Path(out_dir), Path(config.dataset).resolve()
     start = time.perf_counter()
     candidates, has_split = scan(dataset)
-    images, kept, quarantine = _decode_all(candidates, config)
+    images, kept, quarantine = decode_all(candidates, config)
     classes = _check_classes(dataset, candidates, kept)
-    pixels = _to_channels(np.stack(images), config.channels)                           # N x C x H x W
+    pixels = to_channels(np.stack(images), config.channels)                           # N x C x H x W
     labels = np.array([classes.index(c.label) for c in kept], dtype=np.int64)
     hashes = [hashlib.sha256(p.tobytes()).hexdigest()[:16] for p in pixels]
     # Before any split, so no image can sit on both sides of train/validation/test.
@@ -198,9 +198,11 @@ def run(config: IngestConfig, out_dir: str | Path) -> dict:
     return stats
 
 
-def _decode_all(candidates: list[Candidate], config: IngestConfig) -> tuple[list[np.ndarray], list[Candidate], list[list[str]]]:
+def decode_all(candidates: list[Candidate], config: IngestConfig,
+               description: str = "ingest: decoding") -> tuple[list[np.ndarray], list[Candidate], list[list[str]]]:
+    """Decode every candidate (RGB, square, image_size); the ones that fail go to the quarantine rows with the reason."""
     images, kept, quarantine = [], [], []
-    for candidate in track(candidates, len(candidates), "ingest: decoding"):
+    for candidate in track(candidates, len(candidates), description):
         try:
             images.append(decode(candidate.path, config.image_size, config.resize))
             kept.append(candidate)
@@ -229,7 +231,7 @@ def _check_classes(dataset: Path, candidates: list[Candidate], kept: list[Candid
     return classes
 
 
-def _to_channels(pixels: np.ndarray, channels: str) -> np.ndarray:
+def to_channels(pixels: np.ndarray, channels: str) -> np.ndarray:
     """N x H x W x 3 RGB -> N x C x H x W; 'auto' keeps one channel when every image is gray."""
     is_gray = bool(np.all(pixels[..., 0] == pixels[..., 1]) and np.all(pixels[..., 1] == pixels[..., 2]))
     if {"auto": is_gray, "gray": True, "rgb": False}[channels]:

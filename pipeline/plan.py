@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import generate, ingest
-from pipeline.config import Config, TrainConfig
+from pipeline import generate, ingest, sources
+from pipeline.config import Config, TrainConfig, parse_sources
 from pipeline.device import pick_device, prepare_module
 from pipeline.classifier import REAL_AUG, check_model, train_classifier
 from pipeline.evaluate.conditions import conditions_for
@@ -104,6 +104,8 @@ def preflight(config: Config, out_dir: str | Path, user_code: bool = True) -> No
     largest = max(Counter(c.label for c in candidates).values())  # bounds a balanced run's top-up per class
     generate.check_disk_space(out_dir, generate.estimated_bytes(max(config.generate.per_class, largest), len(classes),
                                                                 config.ingest.image_size, 3))
+    for name, folder in parse_sources(config.evaluate.sources).items():  # a missing folder or unknown class, now
+        sources.scan(name, folder, sorted(classes))
     if user_code:
         check_model(config.evaluate, _channels(config), len(classes), config.ingest.image_size)
 

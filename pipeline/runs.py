@@ -70,16 +70,19 @@ def render_report(run_dir: str | Path) -> tuple[Path, dict]:
 def _render_report(run_dir: str | Path, config: config_module.Config) -> tuple[Path, dict]:
     dirs = storage.stage_dirs(run_dir)
     metrics = _metrics(dirs["evaluation"])
-    distances_path = dirs["evaluation"] / evaluate_stage.NEAREST_REAL
-    if not distances_path.is_file():
-        raise AugmentError(f"'{distances_path}' is missing (an evaluation from an older version); re-run the evaluate stage")
-    classes, real, _, _, synthetic = evaluate_stage.load_inputs(config.evaluate, dirs["ingest"], dirs["synthetic"])
-    nearest = storage.load_array(distances_path)
-    if nearest.ndim != 2:
-        raise AugmentError(f"'{distances_path}' is from an older version (no nearest-image indices); re-run the evaluate stage")
-    if nearest.shape[1] != len(synthetic[1]):
-        nearest = None  # regenerated since the evaluation (the report says stale): no copy pairs to show
-    path = write_report(dirs["evaluation"] / "report.html", metrics, real, synthetic, nearest, dirs["gan"], dirs["ingest"],
+    classes, real, _, _, sets = evaluate_stage.load_inputs(config.evaluate, dirs["ingest"], dirs["synthetic"], dirs["sources"])
+    nearest = {}
+    for name, images in sets.items():
+        distances_path = dirs["evaluation"] / evaluate_stage.nearest_file(name)
+        if not distances_path.is_file():
+            raise AugmentError(f"'{distances_path}' is missing (an evaluation from an older version); re-run the evaluate stage")
+        nearest[name] = storage.load_array(distances_path)
+        if nearest[name].ndim != 2:
+            raise AugmentError(f"'{distances_path}' is from an older version (no nearest-image indices); re-run the evaluate stage")
+        if nearest[name].shape[1] != len(images[1]):
+            nearest[name] = None  # regenerated since the evaluation (the report says stale): no copy pairs to show
+    gan = dirs["gan"] if dirs["gan"].is_dir() else None
+    path = write_report(dirs["evaluation"] / "report.html", metrics, real, sets, nearest, gan, dirs["ingest"],
                         dirs["synthetic"], stale=stale_reason(run_dir))
     return path, metrics
 
@@ -131,14 +134,20 @@ def _export(config: config_module.Config, run_dir: str | Path, out: Path, settin
     setting = setting or metrics["recommendation"].get("setting")
     if setting is None:
         raise AugmentError(f"'{run_dir}' has no recommendation ({metrics['recommendation'].get('reason')}); nothing to export")
-    classes, real, _, _, synthetic = evaluate_stage.load_inputs(config.evaluate, dirs["ingest"], dirs["synthetic"])
-    conditions = {c.name: c for c in conditions_for(config.evaluate, real[1], len(classes))}
+    classes, real, _, _, sets = evaluate_stage.load_inputs(config.evaluate, dirs["ingest"], dirs["synthetic"], dirs["sources"])
+    conditions = {c.name: c for c in conditions_for(config.evaluate, real[1], len(classes), tuple(sets))}
     exportable = [name for name, c in conditions.items() if c.real and name in metrics["conditions"]]
     if setting not in exportable:
         raise AugmentError(f"'{setting}' is not a setting this run evaluated on real images; choose one of {', '.join(exportable)}")
-    recipe = conditions[setting].recipe
+    recipe, source = conditions[setting].recipe, conditions[setting].source
+    synthetic = sets.get(source) if recipe.synthetic else None
     real_files = [row["file"] for row in _csv(dirs["ingest"] / "manifest.csv", ("file", "split")) if row["split"] == "train"]
-    synthetic_rows = _synthetic_rows(dirs["synthetic"], classes, config.evaluate.max_synthetic_per_class)
+    if not recipe.synthetic:
+        synthetic_rows = []
+    elif source == "synthetic":
+        synthetic_rows = _synthetic_rows(dirs["synthetic"], classes, config.evaluate.max_synthetic_per_class)
+    else:
+        synthetic_rows = _source_rows(dirs["sources"] / source, source, config.evaluate.max_synthetic_per_class)
     rows = []
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = storage.fresh_dir(out.parent / f".{out.name}.partial")  # renamed into place when complete
@@ -146,16 +155,18 @@ def _export(config: config_module.Config, run_dir: str | Path, out: Path, settin
         share = slots / config.evaluate.batch_size
         probability = (weights / weights.sum()).numpy() if weights is not None else np.full(len(pool_y), 1.0 / len(pool_y))
         for i, (pixels, label) in enumerate(zip(pool_x.numpy(), pool_y.numpy())):
-            if origin[i] < len(real_files):  # a real training image
-                source, where, seed = "real", real_files[origin[i]], ""
-                name = f"real_{origin[i]:06d}.png"
+            kind, row = ("real", origin[i]) if origin[i] < len(real_files) else ("synthetic", origin[i] - len(real_files))
+            if kind == "real":  # a real training image, as ingested
+                where, seed, name = real_files[row], "", f"real_{row:06d}.png"
                 storage.write_png(staging / classes[label] / name, pixels.transpose(1, 2, 0), compress_level=None)
-            else:  # a synthetic image: copied as it was generated
-                file, seed = synthetic_rows[origin[i] - len(real_files)]
-                source, where, name = "synthetic", file, f"synthetic_{Path(file).stem}.png"
+            elif source == "synthetic":  # the run's own synthetic image: copied as it was generated
+                (where, seed), name = synthetic_rows[row], f"synthetic_{Path(synthetic_rows[row][0]).stem}.png"
                 storage.real_dir(staging / classes[label])
-                shutil.copyfile(storage.inside(dirs["synthetic"], file), staging / classes[label] / name)
-            rows.append([f"{classes[label]}/{name}", classes[label], source, where, seed, f"{share * probability[i]:.9g}"])
+                shutil.copyfile(storage.inside(dirs["synthetic"], where), staging / classes[label] / name)
+            else:  # an outside source's image, as the sources stage read it (square, sized, the dataset's channels)
+                where, seed, name = synthetic_rows[row], "", f"{source}_{row:06d}.png"
+                storage.write_png(staging / classes[label] / name, pixels.transpose(1, 2, 0), compress_level=None)
+            rows.append([f"{classes[label]}/{name}", classes[label], kind, where, seed, f"{share * probability[i]:.9g}"])
     storage.write_csv(staging / "manifest.csv", EXPORT_COLUMNS, rows)
     summary = {"run": str(run_dir), "setting": setting, "recommended": setting == metrics["recommendation"].get("setting"),
                "classical_augmentation": recipe.augment,
@@ -186,6 +197,18 @@ def _weighted_pools(config, recipe, real, synthetic, num_classes):
         if pool[2]:  # a pool with no batch slots (synthetic share 0) is not part of the training set
             result.append((*pool, origin))
     return result
+
+
+def _source_rows(folder: Path, source: str, max_per_class: int) -> list[str]:
+    """'<source>:<file>' of an outside source's images in the order the evaluation reads them (the kept files,
+    the first max_per_class of each class)."""
+    rows, seen = [], {}
+    for row in _csv(folder / "manifest.csv", ("file", "class", "status")):
+        if row["status"] == "kept":
+            seen[row["class"]] = seen.get(row["class"], 0) + 1
+            if seen[row["class"]] <= max_per_class:
+                rows.append(f"{source}:{row['file']}")
+    return rows
 
 
 def _synthetic_rows(synthetic_dir: Path, classes: list[str], max_per_class: int) -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline import generate, ingest, runfolder, storage
+from pipeline import generate, ingest, runfolder, sources, storage
 from pipeline.config import Config
 from pipeline.errors import AugmentError, environment_errors
 from pipeline.evaluate import stage as evaluate
@@ -50,14 +50,38 @@ STAGES: dict[str, Stage] = {
         units=_generate_units,
         run_unit=lambda config, dirs, name: generate.run_class(config.generate, dirs["gan"], dirs["synthetic"], name),
         merge=lambda config, dirs: generate.merge_classes(config.generate, dirs["gan"], dirs["synthetic"], dirs["ingest"])),
+    # Outside synthetic sources (evaluate.sources), read like the dataset and checked for copies of held-out images.
+    "sources": Stage(run=lambda config, dirs: sources.run(config, dirs["ingest"], dirs["sources"])),
     "evaluate": Stage(
-        run=lambda config, dirs: evaluate.run(config.evaluate, dirs["ingest"], dirs["synthetic"], dirs["gan"], dirs["evaluation"]),
+        run=lambda config, dirs: evaluate.run(config.evaluate, dirs["ingest"], dirs["synthetic"], dirs["gan"],
+                                              dirs["evaluation"], dirs["sources"]),
         units=lambda config, dirs: list(range(config.evaluate.seeds)),
         run_unit=lambda config, dirs, seed: str(evaluate.run_seed(config.evaluate, dirs["ingest"], dirs["synthetic"],
-                                                                  dirs["evaluation"], seed)),
+                                                                  dirs["evaluation"], seed, dirs["sources"])),
         merge=lambda config, dirs: evaluate.aggregate(config.evaluate, dirs["ingest"], dirs["synthetic"], dirs["gan"],
-                                                      dirs["evaluation"])),
+                                                      dirs["evaluation"], dirs["sources"])),
 }
+# `augment evaluate`: the measurement alone, on outside sources, without training a generator.
+WITHOUT_GAN = ("ingest", "sources", "evaluate")
+
+
+def inputs(config: Config) -> dict[str, str]:
+    """What a run reads and must never overlap its output folder: the dataset and every outside source."""
+    from pipeline.config import parse_sources
+
+    return {"dataset": config.ingest.dataset,
+            **{f"synthetic source '{name}'": folder for name, folder in parse_sources(config.evaluate.sources).items()}}
+
+
+def absolute_inputs(config: Config) -> Config:
+    """The config with the dataset and every outside source named by absolute path (what config.json records)."""
+    import dataclasses
+
+    from pipeline.config import parse_sources
+
+    folders = ", ".join(f"{name}={Path(folder).resolve()}" for name, folder in parse_sources(config.evaluate.sources).items())
+    return dataclasses.replace(config, ingest=dataclasses.replace(config.ingest, dataset=str(Path(config.ingest.dataset).resolve())),
+                               evaluate=dataclasses.replace(config.evaluate, sources=folders))
 
 
 def run_stage(name: str, config: Config, out_dir: str | Path) -> dict:
@@ -65,5 +89,5 @@ def run_stage(name: str, config: Config, out_dir: str | Path) -> dict:
     stage` and dvc.yaml call. An entry point: the folder is checked, claimed and locked first."""
     if name not in STAGES:
         raise AugmentError(f"unknown stage '{name}'; choose one of {', '.join(STAGES)}")
-    with environment_errors(), runfolder.open_run(out_dir, {"dataset": config.ingest.dataset}):
+    with environment_errors(), runfolder.open_run(out_dir, inputs(config)):
         return STAGES[name].run(config, storage.stage_dirs(out_dir))

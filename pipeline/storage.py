@@ -263,7 +263,8 @@ def safe_names(names, what: str = "class name") -> list[str]:
 def stage_dirs(out_dir: str | Path) -> dict[str, Path]:
     """The fixed layout of an output folder."""
     out = Path(out_dir)
-    return {"ingest": out / "ingest", "gan": out / "gan", "synthetic": out / "synthetic", "evaluation": out / "evaluation"}
+    return {"ingest": out / "ingest", "gan": out / "gan", "synthetic": out / "synthetic", "sources": out / "sources",
+            "evaluation": out / "evaluation"}
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

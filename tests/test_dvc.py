@@ -14,9 +14,9 @@ from conftest import BIN, ROOT, TINY
 
 pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out of `make test-fast`
 
-STAGES = ("ingest", "train", "generate", "evaluate")
+STAGES = ("ingest", "train", "generate", "sources", "evaluate")
 # README, Versioning with DVC: experiments side by side in 120 columns (what changed, the baseline, the pick).
-EXP_SHOW_VIEW = ["--only-changed", "--drop", r"Created|outputs/|.*\.(lo|hi)$|.*@|gain\.(syn-real|topup-res)|acc\.topup|cas|fd",
+EXP_SHOW_VIEW = ["--only-changed", "--drop", r"Created|outputs/|.*\.(lo|hi)$|.*@|gain\.(syn-real|topup-res|bsm-res|synbsm-bsm)|acc\.(topup|bsm)|cas|fd",
                  "--keep", r"acc\.(aug|res|pick)$"]  # on imbalanced data (acc.res, gain.syn-res as well): 118 columns
 
 
@@ -53,6 +53,7 @@ def make_repo(path, digits_dir, env, track_data=False):
     path.mkdir()
     shutil.copytree(ROOT / "pipeline", path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", path / "dvc.yaml")
+    shutil.copytree(ROOT / "sources", path / "sources")  # the outside sources' folder dvc.yaml depends on
     shutil.copytree(digits_dir, path / "data" / "digits")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for override in TINY:
@@ -73,7 +74,7 @@ def test_dvc_yaml_lists_exactly_the_code_each_stage_imports():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     # The train stage runs train.py (conditional) or per_class.py (which imports train.py): the union is per_class's.
     modules = {"ingest": "pipeline.ingest", "train": "pipeline.gan.per_class", "generate": "pipeline.generate",
-               "evaluate": "pipeline.evaluate.stage"}
+               "sources": "pipeline.sources", "evaluate": "pipeline.evaluate.stage"}
     for stage, module in modules.items():
         # A stage that builds generators (pipeline.generators) imports its kinds' modules when it builds one.
         probe = ("import importlib, json, os, sys; importlib.import_module(sys.argv[1]); "
@@ -86,7 +87,8 @@ def test_dvc_yaml_lists_exactly_the_code_each_stage_imports():
                                              text=True, check=True).stdout)
         declared = [d for d in stages[stage]["deps"] if d.startswith("pipeline/")]
         assert sorted(declared) == imported, stage
-        assert stages[stage]["params"] == [stage]
+        # The sources stage decodes like ingest and trains the copy check's classifier with the evaluate settings.
+        assert stages[stage]["params"] == (["ingest", "evaluate"] if stage == "sources" else [stage])
         assert stages[stage]["cmd"] == f"augment stage {stage} --out outputs"
 
 
@@ -163,7 +165,7 @@ def test_augment_run_inside_a_dvc_project_is_versioned(digits_dir, cli_env, tmp_
     assert set(lock) == set(STAGES)
     assert lock["generate"]["params"]["params.yaml"]["generate"]["per_class"] == 7
     outs = {o["path"]: o for o in lock["generate"]["outs"]}
-    assert outs["outputs/synthetic"]["nfiles"] == 7 * 10 + 3  # images + manifest.csv + summary.json + per_class.csv
+    assert outs["outputs/synthetic"]["nfiles"] == 7 * 10 + 4  # images, manifest.csv, summary.json, per_class.csv, .augment-stage
     metrics = json.loads((repo / "outputs" / "evaluation" / "metrics.json").read_text())
     assert metrics["seeds"] == 3 and metrics["n_synthetic"] == 70
     again = sh([str(BIN / "augment"), "run"], repo, cli_env)  # nothing changed: every stage is skipped

@@ -251,7 +251,7 @@ def test_evaluate_writes_metrics_runs_and_report(trained, tmp_path):
     assert page.count('class="verdict') == 1 and "time per stage" in page and "<b>split</b>" in page
     for part in ("<h2>Confusion matrices", "<figcaption>step ", "<tr><th>0</th><td><img"):  # grids with class names
         assert part in page, part
-    assert f"All {metrics['n_synthetic']} synthetic images were checked" in page and page.count("class='pair") == 8
+    assert f"all {metrics['n_synthetic']} images were checked" in page and page.count("class='pair") == 8
     for name in ("real+aug", "real+aug+synthetic", choice["setting"]):  # DVC's confusion template reads these
         predictions = list(csv.DictReader(open(tmp_path / "evaluation" / "confusion" / f"{name}.csv")))
         matrix = np.array(runs[name]["confusion_matrix"])

@@ -32,6 +32,8 @@ def project_root(digits_dir, cli_env, tmp_path_factory):
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=root, env=cli_env, check=True)
     copy_tree(digits_dir, root / "data")
+    for source in ("diffusion", "renders"):  # the outside synthetic sources the examples name (gen/<name>)
+        copy_tree(digits_dir, root / "gen" / source)
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sample_photos.py"), str(root / "photos")], check=True, capture_output=True)
     return root
 

@@ -12,7 +12,7 @@ from conftest import copy_tree, tiny_config
 from pipeline import generate, ingest
 from pipeline.config import EvaluateConfig
 from pipeline.evaluate import stage as evaluate_stage
-from pipeline.classifier import pools, share_of, topup_indices
+from pipeline.classifier import Recipe, batch_prior, pools, share_of, topup_indices, train_classifier
 from pipeline.evaluate.conditions import conditions_for, rebalancing
 from pipeline.evaluate.recommend import recommend
 from flows.tables import result_rows
@@ -93,9 +93,65 @@ def test_an_imbalanced_run_reports_the_resampled_baseline_and_its_gain(digits_di
     resampled, treated = metrics["conditions"]["real+aug+resampled"], metrics["conditions"]["real+aug+synthetic"]
     assert gain["mean"] == pytest.approx(treated["accuracy_mean"] - resampled["accuracy_mean"], abs=1e-9)
     assert "real+aug+topup_vs_real+aug+resampled" in metrics["gain"] and metrics["imbalance_ratio"] == pytest.approx(13 / 3, abs=1e-4)
-    assert set(metrics["recommendation"]["validation"]["accuracy"]) >= {"real+aug+resampled", "real+aug+topup"}
+    assert set(metrics["recommendation"]["validation"]["accuracy"]) >= {"real+aug+resampled", "real+aug+topup", "real+aug+bsm"}
+    assert {"real+aug+bsm_vs_real+aug+resampled", "real+aug+synthetic+bsm_vs_real+aug+bsm"} <= set(metrics["gain"])
+    headline = evaluate_stage.headline(metrics)
+    assert len(headline) <= 20 and {"acc.bsm", "gain.bsm-res", "gain.syn-res.lo", "gain.topup-res.hi"} <= set(headline)
+    assert "gain.syn-aug.lo" not in headline  # bounds only against the strongest baseline (re-sampling here)
     rows = [row[0] for row in result_rows(metrics)]
     assert "real+aug+synthetic vs real+aug+resampled" in rows and "real+aug+resampled" in rows
     page = (tmp_path / "evaluation" / "report.html").read_text()
     assert "<tr><td>real+aug+synthetic</td><td>real+aug+resampled</td>" in page  # the comparison's table row
     assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["gain"].keys() == metrics["gain"].keys()
+
+
+def test_balanced_softmax_adds_the_log_prior_of_the_batches_it_draws():
+    config = EvaluateConfig(batch_size=64, synthetic_share=0.25)
+    images = np.zeros((len(LABELS), 1, 4, 4), np.uint8)
+    synthetic = (np.ones((150, 1, 4, 4), np.uint8), np.repeat(np.arange(3), 50))
+    plain = pools(config, Recipe(augment=True, loss="balanced_softmax"), 0, (images, LABELS), synthetic, 3)
+    assert batch_prior(plain, 3).tolist() == pytest.approx([40 / 52, 10 / 52, 2 / 52])
+    mixed = pools(config, Recipe(synthetic=True, augment=True, loss="balanced_softmax"), 0, (images, LABELS), synthetic, 3)
+    assert batch_prior(mixed, 3).tolist() == pytest.approx([0.75 * 40 / 52 + 0.25 / 3, 0.75 * 10 / 52 + 0.25 / 3,
+                                                            0.75 * 2 / 52 + 0.25 / 3])
+    balanced = pools(config, Recipe(augment=True, balanced=True), 0, (images, LABELS), synthetic, 3)
+    assert batch_prior(balanced, 3).tolist() == pytest.approx([1 / 3] * 3)  # re-sampling: Balanced Softmax = plain CE
+
+
+def test_balanced_softmax_lifts_the_rare_class_of_a_skewed_problem():
+    """Two classes told apart by brightness, 60:3: plain cross-entropy leans to the big class; Balanced Softmax's
+    log-prior correction moves the boundary back, so more rare images are recognised (same seed, same batches)."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], [60, 3])
+    images = (rng.normal(100 + 40 * labels, 40)[:, None, None, None] * np.ones((1, 1, 8, 8))).clip(0, 255).astype(np.uint8)
+    test_labels = np.repeat([0, 1], 200)
+    test = (rng.normal(100 + 40 * test_labels, 40)[:, None, None, None] * np.ones((1, 1, 8, 8))).clip(0, 255).astype(np.uint8)
+    config = EvaluateConfig(steps=150, batch_size=32, width=4)
+    recall = {}
+    for loss in ("cross_entropy", "balanced_softmax"):
+        model = train_classifier(config, Recipe(loss=loss), 0, (images, labels), None, 2, torch.device("cpu"))
+        with torch.no_grad():
+            predicted = model(torch.from_numpy(test).float() / 127.5 - 1).argmax(1).numpy()
+        recall[loss] = float(np.mean(predicted[test_labels == 1] == 1))
+    assert recall["balanced_softmax"] > recall["cross_entropy"] + 0.1, recall
+
+
+def test_a_long_tail_remedy_level_with_the_best_but_better_in_its_worst_class_is_preferred():
+    labels = np.array([0] * 16 + [1] * 4)
+    rng = np.random.default_rng(1)
+    resampled = np.tile(np.r_[np.ones(16), np.ones(2), np.zeros(2)], (5, 1))               # 16/16 and 2/4: 75%
+    bsm = np.tile(np.r_[np.ones(11), np.zeros(5), np.ones(3), np.zeros(1)], (5, 1))         # 11/16 and 3/4: 71.9%
+    flip = rng.random((5, 20)) < 0.03
+    bsm = np.where(flip, 1 - bsm, bsm)
+    names = ("real+aug", "real+aug+resampled", "real+aug+bsm")
+    shares, aug = {n: 0.0 for n in names}, {n: True for n in names}
+    base = recommend({"real+aug": resampled * 0, "real+aug+resampled": resampled, "real+aug+bsm": bsm}, shares, aug,
+                     val_labels=labels)
+    assert base["setting"] == "real+aug+resampled"  # higher balanced accuracy, no worst-class rule asked for
+    choice = recommend({"real+aug": resampled * 0, "real+aug+resampled": resampled, "real+aug+bsm": bsm}, shares, aug,
+                       val_labels=labels, worst_class_first=frozenset({"real+aug+resampled", "real+aug+bsm"}))
+    assert choice["setting"] == "real+aug+bsm"
+    clear = np.tile(np.r_[np.ones(16), np.ones(4)], (5, 1))  # significantly better: the rule does not apply
+    choice = recommend({"real+aug": clear * 0, "real+aug+resampled": clear, "real+aug+bsm": bsm}, shares, aug,
+                       val_labels=labels, worst_class_first=frozenset({"real+aug+resampled", "real+aug+bsm"}))
+    assert choice["setting"] == "real+aug+resampled"

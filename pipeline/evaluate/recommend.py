@@ -7,12 +7,20 @@ import numpy as np
 
 from pipeline.metrics.stats import crossed_gain, verdict
 
+
 ALPHA = 0.05        # the chance of recommending synthetic data that does not help, at most (all shares together)
 NEAR_CHANCE = 0.2   # a baseline below chance + this share of the way to 100% is too weak to judge by
 
 
+def _level(differences: np.ndarray) -> bool:
+    """Whether a seeds x images matrix of paired differences is within noise of zero (95% crossed interval)."""
+    gain = crossed_gain(differences)
+    return gain["ci"] is not None and gain["ci"][0] <= 0 <= gain["ci"][1]
+
+
 def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, float], classical: dict[str, bool],
-              val_labels: np.ndarray | None = None, balanced: dict[str, bool] | None = None) -> dict:
+              val_labels: np.ndarray | None = None, balanced: dict[str, bool] | None = None,
+              worst_class_first: frozenset[str] = frozenset()) -> dict:
     """val_correct: candidate -> seeds x n_val correctness (0/1); val_labels: each validation image's class.
     Candidates are scored by balanced accuracy (the mean over classes of each class's validation accuracy), so a
     rare class's two images weigh as much as a big class's forty; with as many images in every class it is plain
@@ -23,7 +31,9 @@ def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, flo
     seed, or classifiers near chance, the answer is "inconclusive" and no synthetic data is recommended.
     Equal scores (common with a few dozen images) go to classical augmentation, the better-established choice on
     small data, then to the smaller synthetic share, then to plain sampling over class-balanced; never to the
-    candidates' order."""
+    candidates' order. Among the `worst_class_first` candidates (the long-tail remedies on imbalanced data:
+    re-sampling, Balanced Softmax), one level with the best on validation (their difference not significant) and
+    better in its worst class replaces it: overall they tie, and the rarest class is what such a user needs."""
     if not val_correct or next(iter(val_correct.values())).shape[1] == 0:
         return {"use_synthetic": False, "setting": None, "reason": "no validation split (ingest.val_fraction is 0 or "
                 "classes are too small to spare an image), so the tool cannot choose; it does not recommend synthetic data"}
@@ -40,6 +50,10 @@ def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, flo
                        for c, k in zip(present, counts)) for name, correct in val_correct.items()}
     best = lambda names: max(names, key=lambda n: (exact[n], classical[n], -synthetic_share[n], not balanced.get(n, False)))
     baseline = best([n for n in per_image if synthetic_share[n] == 0])
+    if baseline in worst_class_first:
+        level = [n for n in worst_class_first if n in per_image and
+                 (n == baseline or _level(weight[None, :] * (val_correct[n] - val_correct[baseline])))]
+        baseline = max(level, key=lambda n: (min(per_class[n]), n == baseline, exact[n]))
     validation = {"n_images": int(n_images), "images_per_class": {"min": int(counts.min()), "max": int(counts.max())},
                   "accuracy": {name: float(values.mean()) for name, values in per_image.items()},
                   "balanced_accuracy": score, "worst_class_accuracy": {name: min(v) for name, v in per_class.items()},

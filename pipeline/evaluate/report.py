@@ -64,13 +64,19 @@ def _image(pixels: np.ndarray, scale: int, alt: str) -> str:
     return _img(buffer.getvalue(), alt)
 
 
-def _sample_grid(real: tuple[np.ndarray, np.ndarray], synthetic: tuple[np.ndarray, np.ndarray], classes: list[str]) -> str:
-    """One row per class, named: 8 real training images | 8 synthetic images of that class."""
+def _sample_grid(real: tuple[np.ndarray, np.ndarray], sets: dict, classes: list[str]) -> str:
+    """One row per class, named: 8 real training images | 8 images of each synthetic source."""
     shape = real[0].shape[1], real[0].shape[-1]
+    head = "".join(f"<th>{html.escape(_source_title(name))}</th>" for name in sets)
     rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{_strip(real[0][real[1] == index][:GRID_COLUMNS], *shape)}</td>"
-                   f"<td>{_strip(synthetic[0][synthetic[1] == index][:GRID_COLUMNS], *shape)}</td></tr>"
+                   + "".join(f"<td>{_strip(images[images_labels == index][:GRID_COLUMNS], *shape)}</td>"
+                             for images, images_labels in sets.values()) + "</tr>"
                    for index, name in enumerate(classes))
-    return f"<table class=samples><tr><th>class</th><th>real training images</th><th>synthetic images</th></tr>{rows}</table>"
+    return f"<table class=samples><tr><th>class</th><th>real training images</th>{head}</tr>{rows}</table>"
+
+
+def _source_title(name: str) -> str:
+    return "synthetic images (this run's generator)" if name == "synthetic" else f"source '{name}'"
 
 
 GRID_NAME = re.compile(r"step_(\d{1,9})\.png")
@@ -138,11 +144,14 @@ def _conditions_plot(metrics: dict) -> str:
 
 def _per_class_plot(metrics: dict) -> str:
     classes = metrics["classes"]
+    # The gains the verdict rests on: every synthetic setting against the run's strongest baseline.
+    strongest = "real+aug+resampled" if "real+aug+resampled" in metrics["conditions"] else "real+aug"
+    shown = {name: gain for name, gain in metrics["gain"].items() if name.endswith(f"_vs_{strongest}")} or metrics["gain"]
     figure, axis = plt.subplots(figsize=(7, 3))
-    width = 0.4
-    for offset, (name, gain) in zip((-width / 2, width / 2), metrics["gain"].items()):
+    width = 0.8 / max(1, len(shown))
+    for k, (name, gain) in enumerate(shown.items()):
         values = [100 * gain["per_class_gain_mean"][c] for c in classes]
-        axis.bar(np.arange(len(classes)) + offset, values, width, label=name)
+        axis.bar(np.arange(len(classes)) + (k - (len(shown) - 1) / 2) * width, values, width, label=name.replace("_vs_", " vs "))
     axis.axhline(0, color="k", linewidth=0.8)
     axis.set_xticks(range(len(classes)), classes, rotation=45 if len(classes) > 12 else 0)
     axis.set_ylabel("accuracy gain (points)")
@@ -172,6 +181,7 @@ def _curves_plot(path: Path, panels: list[tuple[str, list[str]]], missing: str) 
 
 
 def _distance_plot(fidelity: dict, distances: np.ndarray) -> str:
+    """The histogram of every synthetic image's distance to its nearest real training image."""
     figure, axis = plt.subplots(figsize=(7, 2.6))
     axis.hist(distances, bins=40, color="#d48a6a")
     axis.axvline(fidelity["nearest_real"]["copy_threshold"], color="k", linestyle="--", label="closest pair of real images")
@@ -255,7 +265,9 @@ def _verdict_box(metrics: dict, run_dir: Path | None = None) -> str:
                    f"reliably detect a validation gain above {100 * validation['min_detectable_gain']:.1f} points; "
                    "smaller ones pass unseen. ")
     run = html.escape(str(run_dir)) if run_dir is not None else "RUN"
-    return (f'<div class="verdict {kind}"><b>{head}</b>: {html.escape(advice(setting, choice.get("synthetic_share", 0.0)))}.'
+    info = metrics["conditions"].get(setting, {})
+    todo = advice(setting, choice.get("synthetic_share", 0.0), info.get("base"), info.get("source", "synthetic"))
+    return (f'<div class="verdict {kind}"><b>{head}</b>: {html.escape(todo)}.'
             f'<div class="todo">{tested}<span class=note>Chosen on the validation images, never on the test images: '
             f'{html.escape(choice["reason"])}. {resolve}<code>augment export --run {run} --out EXPORT_FOLDER</code> '
             "writes this training set as an ImageFolder.</span></div></div>")
@@ -296,10 +308,11 @@ def _code_version() -> str:
     return text
 
 
-def _identity(metrics: dict, ingest_dir: Path, gan_dir: Path, synthetic_dir: Path | None) -> str:
+def _identity(metrics: dict, ingest_dir: Path, gan_dir: Path | None, synthetic_dir: Path | None) -> str:
     """What was run, on what, when, by which code, with which split and how long each stage took."""
-    stats, spec = _read(ingest_dir / "stats.json"), _read(gan_dir / "generator.json")
-    gan, made = _read(gan_dir / "summary.json"), _read(synthetic_dir / "summary.json") if synthetic_dir else {}
+    stats, spec = _read(ingest_dir / "stats.json"), _read(gan_dir / "generator.json") if gan_dir else {}
+    gan = _read(gan_dir / "summary.json") if gan_dir else {}
+    made = _read(synthetic_dir / "summary.json") if synthetic_dir else {}
     train, ev = spec.get("train", {}), metrics["config"]
     counts = [c["train"] for c in stats.get("per_class", {}).values()] or [0]
     quarantined = stats.get("n_quarantined", 0)
@@ -330,50 +343,82 @@ def write_report(path: Path, *args, **kwargs) -> Path:
     return storage.write_text(path, render_report(*args, **kwargs))
 
 
-def render_report(metrics: dict, real, synthetic, nearest: np.ndarray | None, gan_dir: Path, ingest_dir: Path,
+FIDELITY_KEYS = ("frechet_distance", "precision", "recall", "density", "coverage")
+
+
+def _fidelity_section(name: str, fid: dict, nearest: np.ndarray | None, real, images, classes: list[str],
+                      source: dict | None) -> str:
+    """One synthetic set's fidelity table, copy check and closest pairs (and, for an outside source, what was read)."""
+    rows = [["all classes", *(f"{fid[k]:.3f}" for k in FIDELITY_KEYS)]]
+    rows += [[c, *(f"{v[k]:.3f}" for k in FIDELITY_KEYS)] for c, v in fid["per_class"].items()]
+    near = fid["nearest_real"]
+    read = ""
+    if source:
+        excluded = source.get("excluded") or []
+        listed = "".join(f"<li>{html.escape(e['file'])}: {html.escape(e['reason'])}</li>" for e in excluded[:20])
+        read = (f"<p>Read from <code>{html.escape(source.get('folder', '?'))}</code>: {source.get('n_images', '?')} images "
+                f"kept, {source.get('n_quarantined', 0)} quarantined (unreadable), <b>{source.get('n_excluded', 0)}</b> "
+                "excluded as copies of validation or test images" + (f" (<ul>{listed}</ul>)" if listed else "") + ". "
+                + (f"No images of {html.escape(', '.join(source['missing_classes']))}: its conditions use the other "
+                   "classes' images only. " if source.get("missing_classes") else "") + "</p>")
+    return f"""<h3>{html.escape(_source_title(name))}</h3>{read}
+{_table(["classes", "Fréchet distance", "precision", "recall", "density", "coverage"], rows)}
+<p>Copies of training images: all {near['checked']} images were checked against every real training image in the same
+features. Median distance to the nearest real image: {near['synthetic_to_real']['q50']:.3f} for these images,
+{near['real_to_real']['q50']:.3f} between real images; <b>{near['suspected_copies']}</b> are closer to a real image than
+the closest two real images are to each other ({near['copy_threshold']:.3f}): suspected copies. The {CLOSEST_PAIRS}
+closest, each (left) beside its nearest real image (right), with their classes:</p>
+{_copies(nearest, real, images, classes, fid)}"""
+
+
+def _gan_section(gan_dir: Path | None) -> str:
+    if gan_dir is None or not gan_dir.is_dir():
+        return "<h2>GAN training</h2><p class=note>No generator was trained in this run (outside sources only).</p>"
+    return f"""<h2>GAN training</h2><p class=note>Sample grids of the EMA generator during training:</p>{_progress_grids(gan_dir)}
+{_curves_plot(gan_dir / "losses.csv", [("losses", ["loss_d", "loss_g", "d_real", "d_fake"])], "no losses.csv in the GAN folder")}
+<p class=note>Fidelity of the EMA generator's samples during training, in the features of a quick classifier trained on
+the real training images (300 steps, width 16). Its Fréchet distances are on another scale than the tables above
+(other features, fewer samples): compare them along this curve, not with the tables.</p>{_curves_plot(gan_dir / "quality.csv", [("Fréchet distance (lower is closer)", ["frechet_distance"]),
+                                         ("", ["precision", "recall", "density", "coverage"])],
+                                        "no quality.csv in the GAN folder (train.track_quality is off)")}"""
+
+
+def render_report(metrics: dict, real, sets: dict, nearest: dict, gan_dir: Path | None, ingest_dir: Path,
                   synthetic_dir: Path | None = None, stale: str | None = None) -> str:
     """The report page for one evaluation; every figure is embedded, nothing is loaded from the network.
-    nearest: 2 x N, every synthetic image's feature distance to its nearest real training image and that image's index.
+    sets: source -> (images, labels) ('synthetic' is the run's own generator); nearest: source -> 2 x N, every image's
+    feature distance to its nearest real training image and that image's index (None: not available).
     `stale`: why the evaluation no longer matches the run's synthetic set (shown above everything)."""
     conditions = [[n, *(f"{100 * v[f'{s}_mean']:.2f} ± {100 * v[f'{s}_std']:.2f}" for s in ("accuracy", "balanced_accuracy", "macro_f1")),
                    f"{100 * v['worst_class_accuracy_mean']:.1f}"] for n, v in metrics["conditions"].items()]
-    fid = metrics["fidelity"]
-    fidelity_rows = [["all classes", *(f"{fid[k]:.3f}" for k in ("frechet_distance", "precision", "recall", "density", "coverage"))]]
-    fidelity_rows += [[c, *(f"{v[k]:.3f}" for k in ("frechet_distance", "precision", "recall", "density", "coverage"))]
-                      for c, v in fid["per_class"].items()]
-    near = fid["nearest_real"]
-    context = {"ingest": _read(ingest_dir / "stats.json"), "gan": _read(gan_dir / "generator.json"),
-               "gan_training": _read(gan_dir / "summary.json"),
+    fidelities = {"synthetic": metrics["fidelity"]} if metrics.get("fidelity") else {}
+    fidelities.update({name: source["fidelity"] for name, source in (metrics.get("sources") or {}).items()})
+    space = next(iter(fidelities.values()))["feature_space"] if fidelities else "?"
+    fidelity = "".join(_fidelity_section(name, fid, nearest.get(name), real, sets[name], metrics["classes"],
+                                         (metrics.get("sources") or {}).get(name))
+                       for name, fid in fidelities.items() if name in sets)
+    context = {"ingest": _read(ingest_dir / "stats.json"), "gan": _read(gan_dir / "generator.json") if gan_dir else {},
+               "gan_training": _read(gan_dir / "summary.json") if gan_dir else {},
                "evaluate": metrics["config"], "evaluate_seconds": metrics.get("seconds")}
+    outside = ", ".join(f"{name}: {len(images[1])}" for name, images in sets.items() if name != "synthetic")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>augment report</title><style>{STYLE}</style></head><body>
-<h1>Does the synthetic data help?</h1>{_identity(metrics, ingest_dir, gan_dir, synthetic_dir)}{_stale(stale)}{_verdict_box(metrics, gan_dir.parent)}
+<h1>Does the synthetic data help?</h1>{_identity(metrics, ingest_dir, gan_dir, synthetic_dir)}{_stale(stale)}{_verdict_box(metrics, ingest_dir.parent)}
 <p class=note>Classifier trained {metrics['classifier_steps']} steps per run, {metrics['seeds']} seeds per condition (paired: same
 initialisation and real-batch order), tested on {metrics['n_test']} held-out real images that neither the GAN nor
-any choice saw. {metrics['n_train_real']} real training images, {metrics['n_synthetic']} synthetic.</p>
+any choice saw. {metrics['n_train_real']} real training images, {metrics['n_synthetic']} synthetic from this run's
+generator{f"; outside sources ({html.escape(outside)} images)" if outside else ""}.</p>
 <h2>Comparisons on the test images</h2>{_gains_table(metrics)}
 <h2>Conditions</h2>{_table(["condition", "accuracy %", "balanced accuracy %", "macro-F1 %", "worst class %"], conditions)}
 {_conditions_plot(metrics)}
 <h2>Confusion matrices</h2><p class=note>Share (%) of each actual class predicted as each class, test images, all seeds.</p>
 {_confusion_plots(metrics)}
 <h2>Per-class gains</h2>{_per_class_plot(metrics)}{_per_class_table(metrics)}
-<h2>Samples</h2>{_sample_grid(real, synthetic, metrics['classes'])}
-<h2>Fidelity and diversity</h2><p class=note>In the feature space of {html.escape(fid['feature_space'])}, against the real
+<h2>Samples</h2>{_sample_grid(real, sets, metrics['classes'])}
+<h2>Fidelity and diversity</h2><p class=note>In the feature space of {html.escape(space)}, against the real
 training images. Fréchet distance: lower is closer; precision: share of synthetic images that look real; recall: share
 of the real variety that is reproduced; density/coverage: the same ideas, robust to outliers.</p>
-{_table(["classes", "Fréchet distance", "precision", "recall", "density", "coverage"], fidelity_rows)}
-<h3>Copies of training images</h3><p>All {near['checked']} synthetic images were checked against every real training
-image in the same features. Median distance to the nearest real image: {near['synthetic_to_real']['q50']:.3f} for synthetic
-images, {near['real_to_real']['q50']:.3f} between real images; <b>{near['suspected_copies']}</b> synthetic images are closer to
-a real image than the closest two real images are to each other ({near['copy_threshold']:.3f}): suspected copies.
-The {CLOSEST_PAIRS} closest, each (left) beside its nearest real image (right), with their classes:</p>
-{_copies(nearest, real, synthetic, metrics['classes'], fid)}
-<h2>GAN training</h2><p class=note>Sample grids of the EMA generator during training:</p>{_progress_grids(gan_dir)}
-{_curves_plot(gan_dir / "losses.csv", [("losses", ["loss_d", "loss_g", "d_real", "d_fake"])], "no losses.csv in the GAN folder")}
-<p class=note>Fidelity of the EMA generator's samples during training, in the features of a quick classifier trained on
-the real training images (300 steps, width 16). Its Fréchet distances are on another scale than the table above
-(other features, fewer samples): compare them along this curve, not with the table.</p>{_curves_plot(gan_dir / "quality.csv", [("Fréchet distance (lower is closer)", ["frechet_distance"]),
-                                         ("", ["precision", "recall", "density", "coverage"])],
-                                        "no quality.csv in the GAN folder (train.track_quality is off)")}
+{fidelity}
+{_gan_section(gan_dir)}
 <h2>Configuration and timings</h2><details><summary>the resolved configuration, stage by stage (JSON)</summary>
 <pre>{html.escape(json.dumps(context, indent=2))}</pre></details>
 </body></html>"""

@@ -12,13 +12,15 @@ import numpy as np
 from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
+from pipeline import sources as outside
 from pipeline import storage
 from pipeline.config import EvaluateConfig
 from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
 from pipeline.metrics import fidelity
 from pipeline.classifier import SmallCNN, embed, predict, share_of, train_classifier
-from pipeline.evaluate.conditions import FEATURES, condition_headline, conditions_for, gain_headline, gains, imbalance_ratio
+from pipeline.evaluate.conditions import (FEATURES, condition_headline, conditions_for, gain_headline, gains,
+                                         imbalance_ratio, uses_synthetic)
 from pipeline.evaluate.recommend import recommend
 from pipeline.evaluate.report import confusion_conditions, render_report
 from pipeline.metrics.stats import paired_gain, summarize, verdict, verdict_note
@@ -77,23 +79,43 @@ def _scores(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> dict:
     }
 
 
-def load_inputs(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path) -> tuple:
-    """classes, real, val, test and synthetic (images, labels) pairs."""
+def load_inputs(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path | None,
+                sources_dir: str | Path | None = None) -> tuple:
+    """classes, real, val and test (images, labels) pairs, and the synthetic sets by source: 'synthetic' (the tool's
+    own generator's, when the run generated any) and every outside source the sources stage read."""
     arrays = storage.load_arrays(ingest_dir)
     classes = [str(c) for c in arrays["classes"]]
     real = (arrays["train_images"], arrays["train_labels"])
     test = (arrays["test_images"], arrays["test_labels"])
     val = (arrays["val_images"], arrays["val_labels"]) if "val_images" in arrays else (real[0][:0], real[1][:0])
-    synthetic = load_synthetic(synthetic_dir, classes, real[0].shape[1:], config.max_synthetic_per_class)
-    return classes, real, val, test, synthetic
+    sets = {}
+    if synthetic_dir is not None and (Path(synthetic_dir) / "manifest.csv").is_file():
+        sets["synthetic"] = load_synthetic(synthetic_dir, classes, real[0].shape[1:], config.max_synthetic_per_class)
+    if sources_dir is not None:
+        sets.update({name: _at_most(images, config.max_synthetic_per_class) for name, images in
+                     outside.load(sources_dir, classes).items()})
+    if not sets:
+        raise AugmentError(f"no synthetic images to evaluate: '{Path(synthetic_dir or '.') / 'manifest.csv'}' does not "
+                           "exist (run the generate stage) and no outside source was given (--synthetic NAME=FOLDER)")
+    return classes, real, val, test, sets
+
+
+def _at_most(pair: tuple[np.ndarray, np.ndarray], per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `per_class` images of each class (evaluate.max_synthetic_per_class bounds the memory)."""
+    images, labels = pair
+    keep = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        keep[np.flatnonzero(labels == label)[:per_class]] = True
+    return images[keep], labels[keep]
 
 
 def _seed_records(config: EvaluateConfig, seed: int, inputs: tuple, device) -> tuple[list[dict], object]:
     """Train and test every condition under one seed; also return seed 0's feature model (else None)."""
-    classes, real, val, test, synthetic = inputs
+    classes, real, val, test, sets = inputs
     records, feature_model = [], None
-    for condition in conditions_for(config, real[1], len(classes)):
+    for condition in conditions_for(config, real[1], len(classes), tuple(sets)):
         clock = time.perf_counter()
+        synthetic = sets.get(condition.source) if condition.synthetic else None
         model = train_classifier(config, condition.recipe, seed, real, synthetic, len(classes), device)
         scores = _scores(predict(model, test[0], device), test[1], len(classes))
         val_correct = predict(model, val[0], device) == val[1] if len(val[1]) else np.zeros(0, dtype=bool)
@@ -106,27 +128,29 @@ def _seed_records(config: EvaluateConfig, seed: int, inputs: tuple, device) -> t
     return records, feature_model
 
 
-def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, gan_dir: str | Path,
-        out_dir: str | Path) -> dict:
+def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path | None, gan_dir: str | Path | None,
+        out_dir: str | Path, sources_dir: str | Path | None = None) -> dict:
     """Write out_dir/metrics.json (schema in README), runs.csv and report.html; return the metrics."""
     start = time.perf_counter()
-    inputs = load_inputs(config, ingest_dir, synthetic_dir)
+    inputs = load_inputs(config, ingest_dir, synthetic_dir, sources_dir)
     device = pick_device(config.device)
     records, feature_model = [], None
     for seed in track(range(config.seeds), config.seeds, "evaluate: classifier seeds"):
         seed_records, model = _seed_records(config, seed, inputs, device)
         records += seed_records
         feature_model = model if model is not None else feature_model
-    return _write(config, records, feature_model, inputs, gan_dir, ingest_dir, synthetic_dir, out_dir, start)
+    return _write(config, records, feature_model, inputs, gan_dir, ingest_dir, synthetic_dir, out_dir, start, sources_dir)
 
 
 SEEDS_FOLDER = "seeds"  # evaluation/seeds/: one seed's rows when seeds fan out; replaced by the aggregated outputs
 ARRAY_FIELDS = {"per_class": float, "confusion": np.int64, "val_correct": bool}  # numpy fields of a record
 
 
-def run_seed(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, out_dir: str | Path, seed: int) -> Path:
+def run_seed(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path | None, out_dir: str | Path,
+             seed: int, sources_dir: str | Path | None = None) -> Path:
     """One seed's conditions (a unit of fan-out): write out_dir/seeds/<seed>.json (and seed 0's feature model)."""
-    records, model = _seed_records(config, seed, load_inputs(config, ingest_dir, synthetic_dir), pick_device(config.device))
+    inputs = load_inputs(config, ingest_dir, synthetic_dir, sources_dir)
+    records, model = _seed_records(config, seed, inputs, pick_device(config.device))
     folder = Path(out_dir) / SEEDS_FOLDER
     if model is not None:
         storage.save_tensors(folder / "feature_model.safetensors", model.state_dict(), {"condition": FEATURES})
@@ -142,11 +166,11 @@ def _to_json(values: np.ndarray) -> list:
     return [None if np.isnan(v) else v for v in values.astype(float).tolist()]
 
 
-def aggregate(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path, gan_dir: str | Path,
-              out_dir: str | Path) -> dict:
+def aggregate(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path | None, gan_dir: str | Path | None,
+              out_dir: str | Path, sources_dir: str | Path | None = None) -> dict:
     """Combine the seed files run_seed wrote into the same outputs `run` writes; return the metrics."""
     start, folder = time.perf_counter(), Path(out_dir) / SEEDS_FOLDER
-    inputs = load_inputs(config, ingest_dir, synthetic_dir)
+    inputs = load_inputs(config, ingest_dir, synthetic_dir, sources_dir)
     records = []
     for seed in range(config.seeds):
         path = folder / f"{seed}.json"
@@ -161,34 +185,44 @@ def aggregate(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str
     feature_model = SmallCNN(real[0].shape[1], len(classes), real[0].shape[-1], config.width)
     storage.load_weights(feature_model, storage.load_tensors(folder / "feature_model.safetensors"), folder / "feature_model.safetensors")
     return _write(config, records, prepare_module(feature_model, device).eval(), inputs, gan_dir, ingest_dir,
-                  synthetic_dir, out_dir, start)
+                  synthetic_dir, out_dir, start, sources_dir)
 
 
-def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, synthetic_dir, out_dir, start) -> dict:
+def _write(config, records, feature_model, inputs, gan_dir, ingest_dir, synthetic_dir, out_dir, start,
+           sources_dir=None) -> dict:
     """Summarise the per-seed records into metrics.json, runs.csv and report.html."""
-    classes, real, val, test, synthetic = inputs
-    device, conditions = pick_device(config.device), conditions_for(config, real[1], len(classes))
+    classes, real, val, test, sets = inputs
+    device, conditions = pick_device(config.device), conditions_for(config, real[1], len(classes), tuple(sets))
+    own = sets.get("synthetic", (real[0][:0], real[1][:0]))  # the tool's own generator's images (none without a GAN)
     metrics = {
         "n_test": int(len(test[1])), "n_train_real": int(len(real[1])), "n_val": int(len(val[1])),
-        "n_synthetic": int(len(synthetic[1])),
+        "n_synthetic": int(len(own[1])),
         "seeds": config.seeds, "classes": classes, "classifier_steps": config.steps,
-        "n_train_real_per_class": _class_counts(real[1], classes), "n_synthetic_per_class": _class_counts(synthetic[1], classes),
+        "n_train_real_per_class": _class_counts(real[1], classes), "n_synthetic_per_class": _class_counts(own[1], classes),
         "config": dataclasses.asdict(config),
-        "conditions": {c.name: _condition_summary([r for r in records if r["condition"] == c.name], classes) for c in conditions},
+        "conditions": {c.name: {**_condition_summary([r for r in records if r["condition"] == c.name], classes),
+                                **({"base": c.base, "source": c.source} if c.source != "synthetic" else {})}
+                       for c in conditions},
         "imbalance_ratio": _finite(imbalance_ratio(real[1], len(classes))),
         "gain": {name: _gain(records, treated, baseline, classes) for name, (treated, baseline) in gains(conditions).items()},
         "recommendation": _recommendation(records, conditions, config, classes, real[1], val[1]),
     }
-    metrics["fidelity"], nearest = _fidelity(feature_model, real, synthetic, classes, device)
+    fidelities = {name: _fidelity(feature_model, real, images, classes, device) for name, images in sets.items()}
+    metrics["fidelity"] = fidelities["synthetic"][0] if "synthetic" in fidelities else None
+    if set(sets) - {"synthetic"}:
+        metrics["sources"] = _sources_summary(sources_dir, sets, fidelities, classes)
+    nearest = {name: distances for name, (_, distances) in fidelities.items()}
     metrics["seconds"] = round(time.perf_counter() - start, 1)  # the report renders from these metrics: its time is left out
     metrics["evaluated_at"] = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
-    page = render_report(metrics, real, synthetic, nearest, Path(gan_dir), Path(ingest_dir), Path(synthetic_dir))
+    page = render_report(metrics, real, sets, nearest, gan_dir and Path(gan_dir), Path(ingest_dir),
+                         synthetic_dir and Path(synthetic_dir))
     # Everything that can fail is done: only now is the folder (and the seed files it was built from) replaced.
     out = storage.fresh_dir(out_dir)
     storage.write_csv(out / "runs.csv", ["seed", "condition", *SCORES, "seconds"],
                       [[r["seed"], r["condition"], *(round(r[s], 6) for s in SCORES), round(r["seconds"], 2)] for r in records])
     _write_confusions(out / CONFUSION_DIR, metrics)
-    storage.save_array(out / NEAREST_REAL, nearest)  # lets `augment report` re-render without the feature model
+    for name, distances in nearest.items():  # lets `augment report` re-render without the feature model
+        storage.save_array(out / nearest_file(name), distances)
     storage.write_text(out / "report.html", page)
     storage.write_json(out / HEADLINE, headline(metrics))
     storage.write_json(out / "metrics.json", metrics)  # last: its presence means the evaluation finished
@@ -213,22 +247,27 @@ HEADLINE = "headline.json"  # the DVC metric: at most 20 flat numbers, readable 
 
 
 def headline(metrics: dict) -> dict[str, float]:
-    """Test accuracy (%) of every condition but real+synthetic (its gain over real is listed) and of the
-    recommendation (acc.pick), CAS (the synthetic-only classifier's accuracy), every gain (points) with its 95% CI
-    bounds but syn-real's, and the Fréchet distance: 19 numbers at most with one candidate share."""
+    """Test accuracy (%) of the conditions with a headline name and of the recommendation (acc.pick), CAS (the
+    synthetic-only classifier's accuracy), every gain (points), the 95% CI bounds of the synthetic gains against the
+    run's strongest baseline (real+aug; real+aug+resampled on imbalanced data), and the Fréchet distance: 20 numbers
+    at most with one candidate share."""
     pct = lambda value: None if value is None else round(100 * value, 2)
     numbers = {key: pct(c["accuracy_mean"]) for name, c in metrics["conditions"].items()
                if (key := condition_headline(name)) is not None}
     result = (metrics.get("recommendation") or {}).get("test_result")
     if result:
         numbers["acc.pick"] = pct(result["mean"])
+    strongest = "real+aug+resampled" if "real+aug+resampled" in metrics["conditions"] else "real+aug"
     for name, gain in metrics["gain"].items():
-        short = gain_headline(name)
+        short, (treated, baseline) = gain_headline(name), name.split("_vs_")
+        if short is None:  # an outside source's gain: in metrics.json and the report, not in the DVC metric
+            continue
         numbers[f"gain.{short}"] = pct(gain["mean"])
-        if short != "syn-real":  # no augmentation on either side: the least telling gain, listed without bounds
+        if baseline == strongest and uses_synthetic(treated):  # the gains the verdict rests on: with their bounds
             low, high = gain["ci95"] if gain.get("ci95") else (None, None)
             numbers[f"gain.{short}.lo"], numbers[f"gain.{short}.hi"] = pct(low), pct(high)
-    numbers["fd"] = round(metrics["fidelity"]["frechet_distance"], 3)
+    if metrics.get("fidelity"):
+        numbers["fd"] = round(metrics["fidelity"]["frechet_distance"], 3)
     return {key: value for key, value in numbers.items() if value is not None}
 
 
@@ -273,7 +312,8 @@ def _recommendation(records: list[dict], conditions, config: EvaluateConfig, cla
     choice = recommend({c.name: np.array([r["val_correct"] for r in by_seed(c.name)], dtype=float) for c in candidates},
                        {c.name: share_of(c.recipe, config, real_labels, len(classes)) for c in candidates},
                        {c.name: c.augment for c in candidates}, val_labels=val_labels,
-                       balanced={c.name: c.balanced for c in candidates})
+                       balanced={c.name: c.balanced for c in candidates},
+                       worst_class_first=frozenset(c.name for c in candidates if c.when == "imbalanced" and not c.synthetic))
     if choice["setting"] is not None:
         chosen = by_seed(choice["setting"])
         result = {"setting": choice["setting"], **summarize([r["accuracy"] for r in chosen])}
@@ -283,6 +323,20 @@ def _recommendation(records: list[dict], conditions, config: EvaluateConfig, cla
             result["gain"] = _gain(records, choice["setting"], baseline, classes)
         choice["test_result"] = result
     return choice
+
+
+def nearest_file(source: str) -> str:
+    """evaluation/nearest_real.npy for the tool's own images, nearest_real_<source>.npy for an outside source's."""
+    return NEAREST_REAL if source == "synthetic" else f"nearest_real_{source}.npy"
+
+
+def _sources_summary(sources_dir, sets: dict, fidelities: dict, classes: list[str]) -> dict:
+    """Per outside source: what the sources stage read (counts, excluded copies of held-out images, missing classes)
+    and its fidelity and copy check, as for the tool's own images."""
+    read = storage.read_json_object(Path(sources_dir) / outside.SUMMARY, ("sources",))["sources"] if sources_dir else {}
+    return {name: {**read.get(name, {}), "n_evaluated": int(len(images[1])),
+                   "n_evaluated_per_class": _class_counts(images[1], classes), "fidelity": fidelities[name][0]}
+            for name, images in sets.items() if name != "synthetic"}
 
 
 def _fidelity(model, real, synthetic, classes, device) -> tuple[dict, np.ndarray]:

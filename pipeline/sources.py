@@ -1,0 +1,159 @@
+"""Outside synthetic sources: folders of images the tool did not make (a diffusion model's, a renderer's, another
+GAN's), each an ImageFolder whose class folders name the dataset's classes. They are read the way ingest reads the
+dataset (the same formats, EXIF, square, size, gray or colour), bad files quarantined, and checked for leaks: an
+outside image that is a copy of a validation or test image would fake a gain, so exact copies (the same pixels) and
+near copies (closer, in the features of a classifier trained on the real training images, than the closest two
+real training images are to each other) are excluded and listed. A source made mostly of them is refused.
+Stage output: sources/<name>/arrays.npz, manifest.csv, quarantine.csv, and sources/summary.json."""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import ingest, storage
+from pipeline.classifier import REAL_AUG, embed, train_classifier
+from pipeline.config import SOURCE_NAME, Config, parse_sources
+from pipeline.device import pick_device
+from pipeline.errors import AugmentError
+from pipeline.progress import logger
+
+MOSTLY_LEAKS = 0.5  # a source with more than this share of its images excluded as copies of held-out images is refused
+SUMMARY = "summary.json"
+
+
+def scan(name: str, folder: str | Path, classes: list[str]) -> list[ingest.Candidate]:
+    """The image files of one source; a class folder the dataset does not have is an error (its images would
+    silently be nobody's class), a class the source lacks is allowed and reported."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise AugmentError(f"synthetic source '{name}': '{root}' is not a folder (one sub-folder per class)")
+    found = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    unknown = sorted(p.name for p in found if p.name not in classes)
+    if unknown:
+        raise AugmentError(f"synthetic source '{name}' has class folders the dataset does not have: {unknown} "
+                           f"(the dataset's classes: {', '.join(classes)}); rename or remove them")
+    candidates = [ingest.Candidate(f, f.relative_to(root).as_posix(), d.name, "")
+                  for d in found for f in ingest.class_files(d)]
+    if not candidates:
+        raise AugmentError(f"synthetic source '{name}': '{root}' holds no image files in class folders")
+    return candidates
+
+
+def run(config: Config, ingest_dir: str | Path, out_dir: str | Path) -> dict:
+    """Read every source of evaluate.sources into out_dir/<name>/; return the summary (also out_dir/summary.json)."""
+    start, sources = time.perf_counter(), parse_sources(config.evaluate.sources)
+    out = storage.fresh_dir(out_dir)
+    arrays = storage.load_arrays(ingest_dir)
+    classes = [str(c) for c in arrays["classes"]]
+    summary = {"sources": {}}
+    if sources:
+        held_out = _held_out(arrays)
+        features = _feature_space(config, arrays, held_out)
+        for name, folder in sources.items():
+            summary["sources"][name] = _read_source(config, name, folder, classes, arrays, held_out, features, out / name)
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    storage.write_json(out / SUMMARY, summary)
+    return summary
+
+
+def _held_out(arrays: dict) -> dict:
+    """The validation and test images: their pixel hashes (ingest's) and where each came from."""
+    images = np.concatenate([arrays["val_images"], arrays["test_images"]]) if "val_images" in arrays else arrays["test_images"]
+    kinds = ["validation"] * (len(images) - len(arrays["test_images"])) + ["test"] * len(arrays["test_images"])
+    return {"images": images, "kinds": kinds, "hashes": {_hash(p): i for i, p in enumerate(images)}}
+
+
+def _hash(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()[:16]  # ingest's pixel_hash
+
+
+def _feature_space(config: Config, arrays: dict, held_out: dict) -> dict:
+    """The copy check's features: the evaluation's built-in CNN trained on the real training images (real+aug,
+    seed 0), the held-out images embedded in it, and the threshold: the closest two real training images' distance."""
+    from pipeline.metrics import fidelity
+
+    device = pick_device(config.evaluate.device)
+    evaluate = config.evaluate if config.evaluate.model == "small" else _small(config.evaluate)
+    real = (arrays["train_images"], arrays["train_labels"])
+    model = train_classifier(evaluate, REAL_AUG, 0, real, None, len(arrays["classes"]), device,
+                             progress="sources: training the copy check's feature classifier")
+    train_features = embed(model, real[0], device)
+    threshold = fidelity.nearest_real(train_features, train_features[:1])["copy_threshold"]
+    return {"model": model, "device": device, "held_out": embed(model, held_out["images"], device), "threshold": threshold}
+
+
+def _small(evaluate):
+    import dataclasses
+
+    return dataclasses.replace(evaluate, model="small")
+
+
+def _read_source(config: Config, name: str, folder: str, classes: list[str], arrays: dict, held_out: dict,
+                 features: dict, out: Path) -> dict:
+    candidates = scan(name, folder, classes)
+    images, kept, quarantine = ingest.decode_all(candidates, config.ingest, f"sources: reading {name}")
+    channels = arrays["train_images"].shape[1]
+    pixels = ingest.to_channels(np.stack(images), "gray" if channels == 1 else "rgb") if images else \
+        np.zeros((0, channels, config.ingest.image_size, config.ingest.image_size), np.uint8)
+    labels = np.array([classes.index(c.label) for c in kept], dtype=np.int64)
+    excluded = _leaks(pixels, held_out, features)
+    rows = [[c.relative, c.label, excluded.get(i, "kept")] for i, c in enumerate(kept)]
+    keep = np.array([i not in excluded for i in range(len(kept))], dtype=bool)
+    if len(kept) == 0:
+        raise AugmentError(f"synthetic source '{name}': no image in '{folder}' could be read (see {out / 'quarantine.csv'})")
+    if len(excluded) > MOSTLY_LEAKS * len(kept):
+        raise AugmentError(f"synthetic source '{name}': {len(excluded)} of its {len(kept)} images are copies of the "
+                           "dataset's validation or test images; refused (it would fake a gain on exactly the images "
+                           "that judge it)")
+    storage.save_arrays(out, images=pixels[keep], labels=labels[keep], classes=np.array(classes))
+    storage.write_csv(out / "manifest.csv", ["file", "class", "status"], rows)
+    storage.write_csv(out / "quarantine.csv", ["file", "class", "reason"], quarantine)
+    counts = np.bincount(labels[keep], minlength=len(classes))
+    missing = [c for c, n in zip(classes, counts) if n == 0]
+    if excluded:
+        logger.warning("synthetic source '%s': excluded %d image(s) that copy validation or test images (%s)", name,
+                       len(excluded), out / "manifest.csv")
+    if missing:
+        logger.warning("synthetic source '%s' has no images of %s: its conditions use the other classes' images only",
+                       name, ", ".join(missing))
+    return {"folder": str(Path(folder).resolve()), "n_images": int(keep.sum()), "n_quarantined": len(quarantine),
+            "n_excluded": len(excluded), "per_class": dict(zip(classes, counts.tolist())), "missing_classes": missing,
+            "excluded": [{"file": kept[i].relative, "reason": reason} for i, reason in sorted(excluded.items())]}
+
+
+def _leaks(pixels: np.ndarray, held_out: dict, features: dict) -> dict[int, str]:
+    """Row -> why it is excluded: the same pixels as a held-out image, or nearer to one than any two real training
+    images are to each other."""
+    found = {}
+    for i, image in enumerate(pixels):
+        match = held_out["hashes"].get(_hash(image))
+        if match is not None:
+            found[i] = f"the same pixels as a {held_out['kinds'][match]} image"
+    if len(pixels):
+        from sklearn.neighbors import NearestNeighbors
+
+        embedded = embed(features["model"], pixels, features["device"])
+        distance, index = NearestNeighbors(n_neighbors=1).fit(features["held_out"]).kneighbors(embedded)
+        for i in np.flatnonzero(distance[:, 0] < features["threshold"]):
+            found.setdefault(int(i), f"a near copy of a {held_out['kinds'][int(index[i, 0])]} image "
+                                     f"(feature distance {distance[i, 0]:.3f} < {features['threshold']:.3f})")
+    return found
+
+
+def load(sources_dir: str | Path, classes: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (images, labels) of every source the sources stage read (none when it read none)."""
+    folder = Path(sources_dir)
+    summary = storage.read_json_object(folder / SUMMARY, ("sources",)) if (folder / SUMMARY).is_file() else {"sources": {}}
+    result = {}
+    for name in summary["sources"]:
+        if not SOURCE_NAME.fullmatch(str(name)):
+            raise AugmentError(f"'{folder / SUMMARY}' names a source '{name}' that is not a valid source name; re-run the sources stage")
+        arrays = storage.load_arrays(folder / name)
+        if [str(c) for c in arrays["classes"]] != classes:
+            raise AugmentError(f"source '{name}' in '{folder}' was read for other classes; re-run the sources stage")
+        result[name] = (arrays["images"], arrays["labels"])
+    return result
+

@@ -1,0 +1,129 @@
+"""Outside synthetic sources (issue #33): folders of images the tool did not make, read like the dataset, checked for
+copies of the held-out images, and measured beside (or without) the tool's own generator."""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import tiny_config
+from pipeline import runs, storage
+from pipeline.config import parse_sources
+from pipeline.demo import export_digits
+from pipeline.errors import AugmentError
+from pipeline.stages import WITHOUT_GAN, run_stage
+
+
+@pytest.fixture(scope="module")
+def more_digits(tmp_path_factory) -> Path:
+    """40 real digits per class: the first 20 are the dataset (digits_dir), the next 20 never are."""
+    return export_digits(tmp_path_factory.mktemp("more") / "digits", per_class=40)
+
+
+def extra_real(more_digits: Path, target: Path, classes=range(10)) -> Path:
+    """Real digits the dataset does not hold, posing as a synthetic source."""
+    for c in classes:
+        (target / str(c)).mkdir(parents=True)
+        for path in sorted((more_digits / str(c)).iterdir())[20:40]:
+            shutil.copy(path, target / str(c) / path.name)
+    return target
+
+
+def noise(target: Path, per_class: int = 10) -> Path:
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        (target / str(c)).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(target / str(c) / f"{i}.png")
+    return target
+
+
+def test_source_names_are_checked_when_read():
+    assert parse_sources("diffusion=data/d, renders = /srv/r") == {"diffusion": "data/d", "renders": "/srv/r"}
+    for bad, message in (("aug=x", "not one of"), ("Big=x", "lower case"), ("a=x,a=y", "given twice"), ("a", "NAME=FOLDER"),
+                         ("../x=y", "lower case")):
+        with pytest.raises(AugmentError, match=message):
+            parse_sources(bad)
+
+
+def test_a_source_is_read_like_the_dataset_and_copies_of_held_out_images_are_excluded(digits_dir, more_digits, tmp_path):
+    run = tmp_path / "run"
+    extra = extra_real(more_digits, tmp_path / "extra")
+    leaky = extra_real(more_digits, tmp_path / "leaky")
+    config = tiny_config(digits_dir, f"evaluate.sources=extra={extra}, leaky={leaky}")
+    run_stage("ingest", config, run)
+    test_files = [r["file"] for r in csv.DictReader(open(run / "ingest" / "manifest.csv")) if r["split"] in ("test", "val")]
+    for name in test_files[:6]:  # copies of held-out images, under new names, in their own class
+        shutil.copy(digits_dir / name, leaky / Path(name).parent / f"copy-{Path(name).name}")
+    Image.new("L", (8, 8), 40).save(leaky / "3" / "tiny.bmp")  # a readable BMP: kept
+    (leaky / "4" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    before = storage.sha256_file(leaky / "4" / "broken.png")
+    summary = run_stage("sources", config, run)
+    kept = summary["sources"]["leaky"]
+    assert kept["n_excluded"] >= 6 and kept["n_quarantined"] == 1 and kept["n_images"] == 200 + 1 + 6 - kept["n_excluded"]
+    assert all("validation" in e["reason"] or "test" in e["reason"] for e in kept["excluded"])
+    assert {e["file"] for e in kept["excluded"]} >= {f"{Path(n).parent}/copy-{Path(n).name}" for n in test_files[:6]}
+    extra_summary = summary["sources"]["extra"]  # real digits: a few may sit nearer a held-out one than any two train images
+    assert extra_summary["n_excluded"] <= 5 and extra_summary["n_images"] == 200 - extra_summary["n_excluded"]
+    arrays = storage.load_arrays(run / "sources" / "extra")
+    assert arrays["images"].shape == (extra_summary["n_images"], 1, 16, 16) and len(np.bincount(arrays["labels"])) == 10
+    assert storage.sha256_file(leaky / "4" / "broken.png") == before  # the source folder is only read
+
+
+def test_a_source_made_mostly_of_held_out_copies_is_refused(digits_dir, tmp_path):
+    run = tmp_path / "run"
+    config = tiny_config(digits_dir)
+    run_stage("ingest", config, run)
+    copies = tmp_path / "copies"
+    for row in csv.DictReader(open(run / "ingest" / "manifest.csv")):
+        if row["split"] == "test":
+            target = copies / row["class"] / Path(row["file"]).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(digits_dir / row["file"], target)
+    config = tiny_config(digits_dir, f"evaluate.sources=copies={copies}")
+    with pytest.raises(AugmentError, match="copies of the dataset's validation or test images; refused"):
+        run_stage("sources", config, run)
+
+
+def test_a_class_the_dataset_lacks_is_an_error_and_a_missing_class_is_reported(digits_dir, more_digits, tmp_path):
+    odd = extra_real(more_digits, tmp_path / "odd", classes=range(3))
+    (odd / "cat").mkdir()
+    Image.new("L", (8, 8), 9).save(odd / "cat" / "x.png")
+    run = tmp_path / "run"
+    run_stage("ingest", tiny_config(digits_dir), run)
+    with pytest.raises(AugmentError, match=r"class folders the dataset does not have: \['cat'\]"):
+        run_stage("sources", tiny_config(digits_dir, f"evaluate.sources=odd={odd}"), run)
+    shutil.rmtree(odd / "cat")
+    summary = run_stage("sources", tiny_config(digits_dir, f"evaluate.sources=odd={odd}"), run)
+    assert summary["sources"]["odd"]["missing_classes"] == [str(c) for c in range(3, 10)]
+
+
+def test_outside_sources_are_measured_without_a_generator_and_exported(digits_dir, more_digits, tmp_path):
+    extra, rubbish = extra_real(more_digits, tmp_path / "extra"), noise(tmp_path / "noise")
+    config = tiny_config(digits_dir, f"evaluate.sources=extra={extra}, noise={rubbish}")
+    run = tmp_path / "run"
+    storage.write_json(run / "config.json", config.to_dict())
+    for name in WITHOUT_GAN:
+        metrics = run_stage(name, config, run)
+    assert not (run / "gan").exists() and metrics["fidelity"] is None and metrics["n_synthetic"] == 0
+    assert {"real+aug+extra", "real+aug+noise", "real+extra", "extra", "noise", "real+aug+extra@0.25"} <= set(metrics["conditions"])
+    assert "real+aug+synthetic" not in metrics["conditions"]
+    assert {"real+aug+extra_vs_real+aug", "real+aug+noise_vs_real+aug"} <= set(metrics["gain"])
+    assert set(metrics["sources"]) == {"extra", "noise"}
+    assert metrics["sources"]["noise"]["fidelity"]["frechet_distance"] > metrics["sources"]["extra"]["fidelity"]["frechet_distance"]
+    # Bonferroni over every synthetic candidate: real+S, real+aug+S and real+aug+S@0.25 of each of the 2 sources
+    assert metrics["recommendation"]["validation"]["gain"]["level"] == pytest.approx(1 - 0.05 / 6)
+    page = (run / "evaluation" / "report.html").read_text()
+    assert "source &#x27;extra&#x27;" in page and "source &#x27;noise&#x27;" in page and "No generator was trained" in page
+    headline = (run / "evaluation" / "headline.json").read_text()
+    assert "extra" not in headline and "noise" not in headline  # outside sources stay out of the DVC metric
+    runs.render_report(run)  # re-rendered from the run folder alone
+    summary = runs.export_training_set(run, tmp_path / "export", "real+aug+extra")
+    rows = list(csv.DictReader(open(tmp_path / "export" / "manifest.csv")))
+    outside = [r for r in rows if r["source"] == "synthetic"]
+    assert summary["n_synthetic"] == len(outside) == metrics["sources"]["extra"]["n_images"] and all(r["origin"].startswith("extra:") for r in outside)
+    assert sum(float(r["weight"]) for r in outside) == pytest.approx(0.5)
