@@ -1,15 +1,19 @@
 """Measure the GPU path in one command: GAN training images/s (28 px gray, 64 px colour; fp32 and bf16; compile off
-and on), classifier steps/s (seeds one after another and two at once), generation images/s (with and without
-writing PNGs), peak memory, and one default `augment run` on the embedded digits and on the 64 px sample photos with
-seconds per stage; the same micro-benchmarks on the CPU for the ratio. Installs nothing; ~5 minutes on one GPU.
+and on), classifier steps/s (seeds one after another, two at once, and eight as one ensemble), generation images/s
+(with and without writing PNGs), peak memory, and one default run on the embedded digits and on the 64 px sample
+photos with seconds per stage; the same micro-benchmarks on the CPU for the ratio. ~5 minutes on one GPU.
 
-    python benchmarks/gpu_check.py                      # the machine's GPU: benchmarks/results/gpu.json + gpu.md
-    python benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpu   # a minute on a CPU: what CI runs (a test)
-    python benchmarks/gpu_check.py --device cpu --out benchmarks/results/gpu_check_cpu   # the CPU reference runs
+It needs only torch, torchvision, numpy, scipy, scikit-learn, pillow, safetensors and pyyaml, run from the source
+tree: no install step, no Prefect, no DVC (a lent GPU machine has no package index), any recent torch:
 
-Every figure comes from the project's own code: the GAN step of pipeline.gan.step (what both trainers run), the
-evaluate stage's classifier (pipeline.classifier.train_classifier), pipeline.generate.run, and the `augment`
-command. Random pixels stand in for images where speed does not depend on content.
+    PYTHONPATH=. python3 benchmarks/gpu_check.py                 # the machine's GPU: benchmarks/results/gpu.{json,md}
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpu   # a minute on a CPU (a test)
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --device cpu --out benchmarks/results/gpu_check_cpu   # CPU reference
+
+Every figure comes from the project's own code: the GAN step of pipeline.gan.step (what the trainer runs), the
+evaluate stage's classifier (pipeline.classifier.train_classifier, pipeline.ensemble.train_ensemble),
+pipeline.generate.run, and the stages run as `augment stage` runs them (pipeline.stages.run_stage). Random pixels
+stand in for images where speed does not depend on content.
 """
 from __future__ import annotations
 
@@ -32,8 +36,8 @@ import torch
 
 from pipeline import config as config_module
 from pipeline import device as device_module
-from pipeline import generate, storage
-from pipeline import classifier
+from pipeline import classifier, demo, ensemble, generate, storage
+from pipeline.stages import STAGES, run_stage
 from pipeline.gan.networks import default_width
 from pipeline.generators import build_generator
 from pipeline.plan import time_gan_steps
@@ -125,8 +129,21 @@ def classifier_rate(device: torch.device, image_size: int, channels: int, steps:
     for thread in threads:
         thread.join()
     concurrent = time.perf_counter() - clock
+    members = [(classifier.REAL_AUG, seed) for seed in range(ENSEMBLE_MEMBERS)]
+    ensemble.train_ensemble(replace(config, steps=3), members, real, [None] * len(members), 10, device)  # kernels
+    synchronize(device)
+    clock = time.perf_counter()
+    ensemble.train_ensemble(config, members, real, [None] * len(members), 10, device)
+    synchronize(device)
+    batched = time.perf_counter() - clock
     return {"steps_per_second": round(2 * steps / sequential, 1), "two_seeds_at_once_steps_per_second": round(2 * steps / concurrent, 1),
-            "two_at_once_speedup": round(sequential / concurrent, 2), "peak_mib": peak_mib(device)}
+            "two_at_once_speedup": round(sequential / concurrent, 2),
+            f"ensemble_of_{ENSEMBLE_MEMBERS}_member_steps_per_second": round(ENSEMBLE_MEMBERS * steps / batched, 1),
+            "ensemble_speedup": round((ENSEMBLE_MEMBERS * steps / batched) / (2 * steps / sequential), 2),
+            "peak_mib": peak_mib(device)}
+
+
+ENSEMBLE_MEMBERS = 8  # one seed's conditions on imbalanced data (evaluate.batched trains them as one module)
 
 
 def generate_rate(device: torch.device, image_size: int, channels: int, images: int, batch_sizes: tuple[int, ...]) -> dict:
@@ -220,44 +237,47 @@ def micro(device: torch.device, quick: bool, budget: Budget) -> dict:
 
 
 def pipeline_run(name: str, dataset: Path, out: Path, device: str, extra: list[str], timeout: float) -> dict:
-    """One `augment run` (its default settings unless `extra` overrides them); wall seconds and seconds per stage."""
-    command = [str(Path(sys.executable).parent / "augment"), "run", "--no-dvc", "--dataset", str(dataset), "--out", str(out),
-               "--set", f"train.device={device}", "--set", f"generate.device={device}", "--set", f"evaluate.device={device}", *extra]
-    print(f"[run] {name}: {' '.join(command)}", flush=True)
+    """One default run (its default settings unless `extra` overrides them) through the pipeline's own stages in this
+    process, as `augment stage` runs them: no Prefect, no DVC, nothing installed (the lent GPU machine has neither).
+    Wall seconds and seconds per stage; a stage that would start past the time budget is skipped."""
+    overrides = [f"ingest.dataset={dataset}", f"train.device={device}", f"generate.device={device}", f"evaluate.device={device}",
+                 *extra]
+    config = device_module.resolve(config_module.load(None, overrides))
+    print(f"[run] {name}: {' '.join(overrides)}", flush=True)
     clock = time.perf_counter()
     try:
-        completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                   timeout=max(timeout, 1) if timeout < float("inf") else None)
-    except subprocess.TimeoutExpired:
-        return {"error": f"stopped at the time budget after {timeout:.0f} s", "wall_seconds": round(timeout, 1)}
+        for stage in STAGES:
+            if time.perf_counter() - clock > timeout:
+                return {"error": f"stopped at the time budget after {timeout:.0f} s", "wall_seconds": round(timeout, 1)}
+            run_stage(stage, config, out)
+    except Exception as error:  # a failure is a finding of the check, not its end
+        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                "wall_seconds": round(time.perf_counter() - clock, 1)}
     wall = round(time.perf_counter() - clock, 1)
-    if completed.returncode:
-        return {"error": (completed.stderr or completed.stdout).strip().splitlines()[-1:], "wall_seconds": wall}
     stages = {"ingest": storage.read_json(out / "ingest" / "stats.json")["seconds"],
               "train": storage.read_json(out / "gan" / "summary.json")["seconds"],
               "generate": storage.read_json(out / "synthetic" / "summary.json")["seconds"],
               "evaluate": storage.read_json(out / "evaluation" / "metrics.json")["seconds"]}
     metrics = storage.read_json(out / "evaluation" / "metrics.json")
-    config = storage.read_json(out / "config.json")
-    return {"command": " ".join(["augment", *command[1:]]), "wall_seconds": wall, "stage_seconds": stages,
+    return {"overrides": overrides, "wall_seconds": wall, "stage_seconds": stages,
             "gan_images_per_second": storage.read_json(out / "gan" / "summary.json")["images_per_second"],
             "accuracy": {name: round(100 * value["accuracy_mean"], 2) for name, value in metrics["conditions"].items()},
-            "resolved": {"generate.batch_size": config["generate"]["batch_size"], "train.precision": config["train"]["precision"]}}
+            "batched_evaluation": metrics["config"].get("batched"),
+            "resolved": {"generate.batch_size": config.generate.batch_size, "train.precision": config.train.precision}}
 
 
 def runs(device: torch.device, quick: bool, work: Path, budget: Budget) -> dict:
-    """A default `augment run` on the embedded digits (8 px upscaled to 28) and on the 64 px sample photos."""
-    subprocess.run([str(Path(sys.executable).parent / "augment"), "export-digits", str(work / "digits")], check=True,
-                   capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    """A default run on the embedded digits (8 px upscaled to 28) and on the 64 px sample photos."""
+    demo.export_digits(work / "digits")
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sample_photos.py"), str(work / "photos")], check=True,
                    capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    small = ["--set", "train.steps=4", "--set", "train.sample_every=2", "--set", "evaluate.seeds=1", "--set", "evaluate.steps=4",
-             "--set", "generate.filter=none", "--set", "train.track_quality=false"] if quick else []
-    per_class = "20" if quick else "1000"
-    digits = pipeline_run("digits", work / "digits", work / "run-digits", device.type, ["--per-class", per_class, *small],
+    small = ["train.steps=4", "train.sample_every=2", "evaluate.seeds=1", "evaluate.steps=4", "generate.filter=none",
+             "train.track_quality=false"] if quick else []
+    per_class = "generate.per_class=20" if quick else "generate.per_class=1000"
+    digits = pipeline_run("digits", work / "digits", work / "run-digits", device.type, [per_class, *small],
                           budget.left() * 0.4)  # the photo run takes longer
     photos = pipeline_run("photos", work / "photos", work / "run-photos", device.type,
-                          ["--per-class", per_class, "--set", "ingest.image_size=64", *small], budget.left() * 0.8)
+                          [per_class, "ingest.image_size=64", *small], budget.left() * 0.8)
     return {"digits (default run)": digits, "photos 64px (default run)": photos}
 
 
@@ -296,10 +316,13 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {key} | {'failed: ' + value['error'] if 'error' in value else 'skipped: ' + value['skipped']} | | | |")
             else:
                 lines.append(f"| {key} | {value['images_per_second']} | {value['seconds_per_step']} | {value['warmup_seconds']} | {value['peak_mib'] or '-'} |")
-        lines += ["", "| classifier (real+aug) | steps/s | two seeds at once, steps/s | speed-up | peak MiB |", "|---|---|---|---|---|"]
+        lines += ["", f"| classifier (real+aug) | steps/s | two seeds at once, steps/s | speed-up | ensemble of "
+                  f"{ENSEMBLE_MEMBERS}, member steps/s | ensemble speed-up | peak MiB |", "|---|---|---|---|---|---|---|"]
         for key, value in figures["classifier"].items():
+            ensemble_rate = value.get(f"ensemble_of_{ENSEMBLE_MEMBERS}_member_steps_per_second", "-")
             lines.append(f"| {key} | {value['steps_per_second']} | {value['two_seeds_at_once_steps_per_second']} | "
-                         f"{value['two_at_once_speedup']} | {value['peak_mib'] or '-'} |")
+                         f"{value['two_at_once_speedup']} | {ensemble_rate} | {value.get('ensemble_speedup', '-')} | "
+                         f"{value['peak_mib'] or '-'} |")
         lines += ["", "| generation | forward images/s by batch size | generate.run images/s (with PNGs) |", "|---|---|---|"]
         for key, value in figures["generate"].items():
             forward = ", ".join(f"{b}: {r}" for b, r in value["forward_images_per_second"].items())

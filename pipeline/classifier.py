@@ -171,6 +171,17 @@ def classical_augment(x: torch.Tensor, policy: str, generator: torch.Generator, 
     shift), if asked horizontal flips, and with 'elastic' a smooth random displacement field (a 4 x 4 grid of
     offsets with std 5% of the side, upsampled bicubically; Simard et al. 2003). Each image is transformed with the
     given probability and otherwise left exactly as it is."""
+    return resample(x, classical_grid(x, policy, generator, probability))
+
+
+def resample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Every image of x sampled at its own grid (classical_grid's): each image independently of the others."""
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def classical_grid(x: torch.Tensor, policy: str, generator: torch.Generator, probability: float = 1.0) -> torch.Tensor:
+    """The sampling grid of classical_augment for x's images, its random draws from `generator` (on the CPU, so the
+    same seed gives the same transforms on any device); x only gives the shape, device and dtype."""
     batch = x.shape[0]
     draw = lambda low, high: torch.rand(batch, generator=generator) * (high - low) + low
     theta = torch.zeros(batch, 2, 3)
@@ -195,7 +206,7 @@ def classical_augment(x: torch.Tensor, policy: str, generator: torch.Generator, 
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     if flow is not None:
         grid = grid + flow.to(x.device, x.dtype)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return grid
 
 
 def is_policy(augment: str) -> bool:
@@ -233,6 +244,42 @@ def _to_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 127.5 - 1.0
 
 
+class Batches:
+    """One classifier run's stream of batches under a recipe: its pools (see pools), its own generators, all seeded
+    from the run's seed so that slot i of step t holds the same kind of image in every condition (paired)."""
+
+    def __init__(self, config: EvaluateConfig, recipe: Recipe, seed: int, real, synthetic, num_classes: int):
+        self.config, self.recipe = config, recipe
+        self.pools = pools(config, recipe, seed, real, synthetic, num_classes)
+        self.rngs = [torch.Generator().manual_seed(pool_seed) for *_, pool_seed, _ in self.pools]
+        self.augment_rng = torch.Generator().manual_seed(seed + 2)
+        self.policy = is_policy(config.augment)
+        # Balanced Softmax (Ren et al. 2020): train on logits + log(prior of the batch labels), predict with the logits,
+        # which undoes the tilt towards the classes the batches over-represent.
+        self.adjust = torch.log(batch_prior(self.pools, num_classes)) if recipe.loss == "balanced_softmax" else None
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch: uint8 images on the CPU (a torchvision policy already applied) and their labels."""
+        parts = [(x[i], y[i]) for (x, y, n, _, weights), rng in zip(self.pools, self.rngs) if n
+                 for i in [torch.randint(0, len(x), (n,), generator=rng) if weights is None
+                           else torch.multinomial(weights, n, replacement=True, generator=rng)]]
+        x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        if self.recipe.augment and self.policy:
+            x = policy_augment(x, self.config.augment, self.augment_rng, self.config.augment_probability)
+        return x, y
+
+    def grid(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The classical augmentation's grid for the float batch x (on its device; draws on the CPU generator:
+        paired anywhere), or None when the recipe adds none here."""
+        if not self.recipe.augment or self.policy:
+            return None
+        return classical_grid(x, self.config.augment, self.augment_rng, self.config.augment_probability)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        adjust = None if self.adjust is None else self.adjust.to(logits.device)
+        return F.cross_entropy(logits if adjust is None else logits.float() + adjust, y)
+
+
 def train_classifier(config: EvaluateConfig, recipe: Recipe, seed: int, real: tuple[np.ndarray, np.ndarray],
                      synthetic: tuple[np.ndarray, np.ndarray] | None, num_classes: int, device: torch.device,
                      progress: str | None = None) -> SmallCNN:
@@ -240,32 +287,21 @@ def train_classifier(config: EvaluateConfig, recipe: Recipe, seed: int, real: tu
     (replacing real ones, so batch size and step count stay equal), or draw class-balanced from the real images
     (resampled) or from real + top-up images (topup); see pools. Nothing of the test set is used."""
     torch.manual_seed(seed)  # same seed, same initial weights and real-batch order in every condition (paired)
-    real_x, real_y = (torch.from_numpy(a) for a in real)
+    real_x = torch.from_numpy(real[0])
     model = prepare_module(build_model(config.model, real_x.shape[1], num_classes, real_x.shape[-1], config.width), device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
-    batch_pools = pools(config, recipe, seed, real, synthetic, num_classes)
-    rngs = [torch.Generator().manual_seed(pool_seed) for *_, pool_seed, _ in batch_pools]
-    augment_rng = torch.Generator().manual_seed(seed + 2)
-    policy = is_policy(config.augment)
-    # Balanced Softmax (Ren et al. 2020): train on logits + log(prior of the batch labels), predict with the logits,
-    # which undoes the tilt towards the classes the batches over-represent.
-    adjust = torch.log(batch_prior(batch_pools, num_classes)).to(device) if recipe.loss == "balanced_softmax" else None
+    batches = Batches(config, recipe, seed, real, synthetic, num_classes)
     model.train()
     steps = range(config.steps) if progress is None else track(range(config.steps), config.steps, progress)
     for _ in steps:
-        parts = [(x[i], y[i]) for (x, y, n, _, weights), rng in zip(batch_pools, rngs) if n
-                 for i in [torch.randint(0, len(x), (n,), generator=rng) if weights is None
-                           else torch.multinomial(weights, n, replacement=True, generator=rng)]]
-        x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]).to(device)
-        if recipe.augment and policy:
-            x = policy_augment(x, config.augment, augment_rng, config.augment_probability)
-        x = _to_float(x.to(device))
-        if recipe.augment and not policy:  # on the device (its draws stay on the CPU generator: paired anywhere)
-            x = classical_augment(x, config.augment, augment_rng, config.augment_probability)
+        x, y = batches.draw()
+        x, y = _to_float(x.to(device)), y.to(device)
+        grid = batches.grid(x)
+        if grid is not None:
+            x = resample(x, grid)
         with autocast(device):
-            logits = model(x)
-            loss = F.cross_entropy(logits if adjust is None else logits.float() + adjust, y)
+            loss = batches.loss(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -27,6 +27,7 @@ Sampling = Literal["auto", "uniform", "balanced"]
 Keep = Literal["last", "best"]
 Filter = Literal["none", "teacher"]
 Rebalance = Literal["auto", "on", "off"]
+Batched = Literal["auto", "on", "off"]
 
 DEVICES: tuple[str, ...] = get_args(Device)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -264,6 +265,9 @@ class EvaluateConfig:
                           accepts="NAME=FOLDER, ...",
                           more="`augment run/evaluate --synthetic NAME=FOLDER` adds one. Read like the dataset, copies of "
                                "validation or test images excluded; see [Outside synthetic sources](how-it-works.md#outside-synthetic-sources).")
+    batched: Batched = option("auto", "train the built-in CNN's conditions of a seed as one ensemble (grouped "
+                              "convolutions): on, off, or auto = on a GPU only", more="Each member keeps its seed's "
+                              "initial weights, batches and augmentation draws; see [Performance](performance.md).")
     device: Device = option("auto", "as train.device")
 
 

@@ -18,6 +18,7 @@ from pipeline.classifier import REAL_AUG, embed, train_classifier
 from pipeline.config import SOURCE_NAME, Config, parse_sources
 from pipeline.device import pick_device
 from pipeline.errors import AugmentError
+from pipeline.metrics import fidelity
 from pipeline.progress import logger
 
 MOSTLY_LEAKS = 0.5  # a source with more than this share of its images excluded as copies of held-out images is refused
@@ -73,8 +74,6 @@ def _hash(pixels: np.ndarray) -> str:
 def _feature_space(config: Config, arrays: dict, held_out: dict) -> dict:
     """The copy check's features: the evaluation's built-in CNN trained on the real training images (real+aug,
     seed 0), the held-out images embedded in it, and the threshold: the closest two real training images' distance."""
-    from pipeline.metrics import fidelity
-
     device = pick_device(config.evaluate.device)
     evaluate = config.evaluate if config.evaluate.model == "small" else _small(config.evaluate)
     real = (arrays["train_images"], arrays["train_labels"])

@@ -141,6 +141,19 @@ def test_repro_reruns_only_what_changed_and_versions_everything(digits_dir, cli_
     assert json.loads((repo / "outputs" / "evaluation" / "metrics.json").read_text())["n_synthetic"] == 150
 
 
+def test_a_changed_outside_source_reruns_only_the_sources_and_evaluate_stages(digits_dir, cli_env, tmp_path):
+    repo = make_repo(tmp_path / "repo", digits_dir, cli_env)
+    shutil.copytree(digits_dir, repo / "sources" / "extra")  # real digits posing as an outside synthetic source
+    set_param(repo, "evaluate.sources", "extra=sources/extra")
+    assert ran(dvc(["repro"], repo, cli_env)) == list(STAGES)
+    metrics = json.loads((repo / "outputs" / "evaluation" / "metrics.json").read_text())
+    assert "real+aug+extra" in metrics["conditions"] and "real+aug+synthetic" in metrics["conditions"]
+    image = sorted((repo / "sources" / "extra" / "3").iterdir())[0]
+    shutil.copy(image, image.with_name("another.png"))
+    assert ran(dvc(["repro"], repo, cli_env)) == ["sources", "evaluate"]
+    assert "up to date" in dvc(["status"], repo, cli_env)
+
+
 def test_push_pull_restores_synthetic_set_and_checkpoint_byte_for_byte(digits_dir, cli_env, tmp_path):
     repo = make_repo(tmp_path / "repo", digits_dir, cli_env, track_data=True)
     dvc(["repro"], repo, cli_env)

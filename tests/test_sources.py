@@ -127,3 +127,31 @@ def test_outside_sources_are_measured_without_a_generator_and_exported(digits_di
     outside = [r for r in rows if r["source"] == "synthetic"]
     assert summary["n_synthetic"] == len(outside) == metrics["sources"]["extra"]["n_images"] and all(r["origin"].startswith("extra:") for r in outside)
     assert sum(float(r["weight"]) for r in outside) == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_augment_evaluate_through_prefect_with_three_sources(digits_dir, more_digits, finished_run, cli_env, tmp_path):
+    """The acceptance shape, tiny: extra real images, noise, and the tool's own GAN images from an earlier run as a
+    third source, in one `augment evaluate` call through the real CLI and a Prefect flow."""
+    import subprocess
+
+    from conftest import BIN, TINY
+
+    extra, rubbish = extra_real(more_digits, tmp_path / "extra"), noise(tmp_path / "noise")
+    before = storage.sha256_file(next((extra / "3").iterdir()))
+    sets = [item for override in TINY for item in ("--set", override)]
+    command = [str(BIN / "augment"), "evaluate", "--dataset", str(digits_dir), "--out", str(tmp_path / "run"),
+               "--synthetic", f"extra={extra}", "--synthetic", f"noise={rubbish}",
+               "--synthetic", f"ours={finished_run / 'synthetic'}", *sets]
+    result = subprocess.run(command, env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "real+aug+extra vs real+aug" in result.stdout and "real+aug+ours vs real+aug" in result.stdout
+    metrics = storage.read_json(tmp_path / "run" / "evaluation" / "metrics.json")
+    assert set(metrics["sources"]) == {"extra", "noise", "ours"} and not (tmp_path / "run" / "gan").exists()
+    config = storage.read_json(tmp_path / "run" / "config.json")
+    assert all(Path(folder.split("=")[1]).is_absolute() for folder in config["evaluate"]["sources"].split(", "))
+    assert storage.sha256_file(next((extra / "3").iterdir())) == before
+    refused = subprocess.run([str(BIN / "augment"), "evaluate", "--dataset", str(digits_dir), "--out", str(extra / "out"),
+                              "--synthetic", f"extra={extra}"], env=cli_env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "inside the synthetic source 'extra'" in refused.stderr
+    assert not (extra / "out").exists()

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
+from pipeline import ensemble
 from pipeline import sources as outside
 from pipeline import storage
 from pipeline.config import EvaluateConfig
@@ -109,11 +110,22 @@ def _at_most(pair: tuple[np.ndarray, np.ndarray], per_class: int) -> tuple[np.nd
     return images[keep], labels[keep]
 
 
+def batched(config: EvaluateConfig, device) -> bool:
+    """evaluate.batched: the built-in CNN's conditions of a seed trained as one ensemble (pipeline.ensemble); auto =
+    on a GPU, where one small network leaves the device idle. On this project's CPU a step of the built-in CNN is
+    bound by arithmetic, not overhead, and grouped convolutions ran slower than separate ones
+    (benchmarks/results/ensemble_speed.md), so auto keeps the CPU serial."""
+    return config.model == "small" and (config.batched == "on" or (config.batched == "auto" and device.type == "cuda"))
+
+
 def _seed_records(config: EvaluateConfig, seed: int, inputs: tuple, device) -> tuple[list[dict], object]:
     """Train and test every condition under one seed; also return seed 0's feature model (else None)."""
     classes, real, val, test, sets = inputs
+    conditions = conditions_for(config, real[1], len(classes), tuple(sets))
+    if batched(config, device):
+        return _seed_records_batched(config, seed, inputs, conditions, device)
     records, feature_model = [], None
-    for condition in conditions_for(config, real[1], len(classes), tuple(sets)):
+    for condition in conditions:
         clock = time.perf_counter()
         synthetic = sets.get(condition.source) if condition.synthetic else None
         model = train_classifier(config, condition.recipe, seed, real, synthetic, len(classes), device)
@@ -125,6 +137,28 @@ def _seed_records(config: EvaluateConfig, seed: int, inputs: tuple, device) -> t
         if seed == 0 and condition.name == FEATURES:  # the fidelity feature space is always the built-in CNN's
             feature_model = model if config.model == "small" else train_classifier(
                 dataclasses.replace(config, model="small"), condition.recipe, seed, real, synthetic, len(classes), device)
+    return records, feature_model
+
+
+def _seed_records_batched(config: EvaluateConfig, seed: int, inputs: tuple, conditions, device) -> tuple[list[dict], object]:
+    """_seed_records with every condition of the seed trained at once as one ensemble (each member the condition's
+    recipe, the seed's initial weights, its own batches); the records are the same kind."""
+    classes, real, val, test, sets = inputs
+    clock = time.perf_counter()
+    pools = [sets.get(c.source) if c.synthetic else None for c in conditions]
+    model = ensemble.train_ensemble(config, [(c.recipe, seed) for c in conditions], real, pools, len(classes), device)
+    tested, validated = ensemble.predict(model, test[0], device), ensemble.predict(model, val[0], device)
+    seconds = (time.perf_counter() - clock) / len(conditions)  # the ensemble's time, shared out
+    records, feature_model = [], None
+    for m, condition in enumerate(conditions):
+        scores = _scores(tested[m], test[1], len(classes))
+        val_correct = validated[m] == val[1] if len(val[1]) else np.zeros(0, dtype=bool)
+        records.append({"seed": seed, "condition": condition.name, "seconds": seconds, "val_correct": val_correct, **scores})
+        logger.info("seed %d %-18s accuracy %.4f", seed, condition.name, scores["accuracy"])
+        if seed == 0 and condition.name == FEATURES:
+            template = SmallCNN(real[0].shape[1], len(classes), real[0].shape[-1], config.width)
+            feature_model = prepare_module(ensemble.member(model.cpu(), m, template), device)
+            model.to(device)
     return records, feature_model
 
 
