@@ -2,8 +2,7 @@
 GAN's), each an ImageFolder whose class folders name the dataset's classes. They are read the way ingest reads the
 dataset (the same formats, EXIF, square, size, gray or colour), bad files quarantined, and checked for leaks: an
 outside image that is a copy of a validation or test image would fake a gain, so exact copies (the same pixels) and
-near copies (closer, in the features of a classifier trained on the real training images, than the closest two
-real training images are to each other) are excluded and listed. A source made mostly of them is refused.
+near copies (see _feature_space) are excluded and listed. A source made mostly of them is refused.
 Stage output: sources/<name>/arrays.npz, manifest.csv, quarantine.csv, and sources/summary.json."""
 from __future__ import annotations
 
@@ -12,15 +11,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.neighbors import NearestNeighbors
 
 from pipeline import ingest, storage
 from pipeline.classifier import REAL_AUG, embed, train_classifier
 from pipeline.config import SOURCE_NAME, Config, parse_sources
 from pipeline.device import pick_device
 from pipeline.errors import AugmentError
-from pipeline.metrics import fidelity
 from pipeline.progress import logger
 
+NEAR_COPY = 0.5     # near copy: closer to a held-out image than this share of any real training image's distance to one
 MOSTLY_LEAKS = 0.5  # a source with more than this share of its images excluded as copies of held-out images is refused
 SUMMARY = "summary.json"
 
@@ -73,15 +73,19 @@ def _hash(pixels: np.ndarray) -> str:
 
 def _feature_space(config: Config, arrays: dict, held_out: dict) -> dict:
     """The copy check's features: the evaluation's built-in CNN trained on the real training images (real+aug,
-    seed 0), the held-out images embedded in it, and the threshold: the closest two real training images' distance."""
+    seed 0), the held-out images embedded in it, and the near-copy threshold: NEAR_COPY times the smallest distance
+    from a real training image to its nearest held-out image. Those are distinct real images compared with the same
+    held-out set, so the threshold follows the set's size (thousands of test images leave every image some close
+    neighbour); a re-encoded or slightly altered copy lies far below it."""
     device = pick_device(config.evaluate.device)
     evaluate = config.evaluate if config.evaluate.model == "small" else _small(config.evaluate)
     real = (arrays["train_images"], arrays["train_labels"])
     model = train_classifier(evaluate, REAL_AUG, 0, real, None, len(arrays["classes"]), device,
                              progress="sources: training the copy check's feature classifier")
-    train_features = embed(model, real[0], device)
-    threshold = fidelity.nearest_real(train_features, train_features[:1])["copy_threshold"]
-    return {"model": model, "device": device, "held_out": embed(model, held_out["images"], device), "threshold": threshold}
+    held_out_features = embed(model, held_out["images"], device)
+    distances, _ = NearestNeighbors(n_neighbors=1).fit(held_out_features).kneighbors(embed(model, real[0], device))
+    threshold = NEAR_COPY * float(distances[:, 0].min())
+    return {"model": model, "device": device, "held_out": held_out_features, "threshold": threshold}
 
 
 def _small(evaluate):
@@ -132,8 +136,6 @@ def _leaks(pixels: np.ndarray, held_out: dict, features: dict) -> dict[int, str]
         if match is not None:
             found[i] = f"the same pixels as a {held_out['kinds'][match]} image"
     if len(pixels):
-        from sklearn.neighbors import NearestNeighbors
-
         embedded = embed(features["model"], pixels, features["device"])
         distance, index = NearestNeighbors(n_neighbors=1).fit(features["held_out"]).kneighbors(embedded)
         for i in np.flatnonzero(distance[:, 0] < features["threshold"]):
