@@ -189,7 +189,7 @@ def run_class(config: GenerateConfig, gan_dir: str | Path, out_dir: str | Path, 
     if name not in spec["classes"]:
         raise AugmentError(f"class '{name}' is not one the generator in '{gan_dir}' was trained on")
     index, out, start_time = spec["classes"].index(name), Path(out_dir), time.perf_counter()
-    folder = storage.fresh_dir(out / name)
+    folder = storage.fresh_subdir(out, name)
     seeds = [sample_seed(config, index, i) for i in range(config.per_class)]
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, torch.no_grad():
         for start in range(0, len(seeds), config.batch_size):

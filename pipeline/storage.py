@@ -203,6 +203,25 @@ def fresh_dir(path: str | Path) -> Path:
     return path
 
 
+def fresh_subdir(parent: str | Path, name: str) -> Path:
+    """Empty (or create) parent/name, one unit's part of a stage folder (a class's images while classes are made
+    apart). The parent must be the tool's (it holds STAGE_MARKER; created marked when missing), so whatever is in
+    it is the tool's to replace; the part itself stays unmarked, as the same folder is when the whole stage runs."""
+    parent = Path(parent)
+    if parent.is_dir() and not parent.is_symlink() and any(parent.iterdir()) and not owned(parent):
+        raise AugmentError(f"refusing to write into '{parent}': augment did not make it (it has no {STAGE_MARKER} "
+                           "file); move it away or choose another output folder")
+    real_dir(parent)
+    _mark(parent)
+    child = parent / safe_name(name, "folder name")
+    if child.is_symlink() or (child.exists() and not child.is_dir()):
+        child.unlink()  # a link is removed, never followed
+    elif child.exists():
+        shutil.rmtree(child)
+    child.mkdir()
+    return child
+
+
 def real_dir(path: str | Path, mark: bool = True) -> Path:
     """Create `path` (and its parents) if missing, each new folder marked as the tool's (STAGE_MARKER) unless
     mark is False; refuse when `path` is a symbolic link or not a folder, so nothing is ever written through a

@@ -83,6 +83,31 @@ def test_a_stage_folder_augment_did_not_make_is_never_deleted(run):
     assert (run / "synthetic" / "holiday.jpg").read_text() == "someone's"
 
 
+def test_a_class_made_apart_replaces_only_what_is_inside_the_tools_own_folder(tmp_path):
+    # generate's fan-out (a class per Dask task) writes synthetic/<class>/ inside the stage folder
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "holiday.jpg").write_text("someone's")
+    with pytest.raises(AugmentError, match="augment did not make it") as error:
+        storage.fresh_subdir(theirs, "0")
+    one_line(error)
+    assert sorted(p.name for p in theirs.iterdir()) == ["holiday.jpg"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("keep")
+    ours = tmp_path / "synthetic"
+    storage.fresh_subdir(ours, "1")  # a new folder becomes the tool's ...
+    assert storage.owned(ours) and not storage.owned(ours / "1")  # as when the whole stage writes it
+    (ours / "0").symlink_to(elsewhere, target_is_directory=True)
+    (ours / "1" / "000000.png").write_text("stale")
+    part = storage.fresh_subdir(ours, "0")  # ... and a link planted in it is removed, never followed
+    assert part.is_dir() and not part.is_symlink() and not any(part.iterdir())
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.txt"]
+    assert not any(storage.fresh_subdir(ours, "1").iterdir())
+    with pytest.raises(AugmentError, match="cannot be a folder name"):
+        storage.fresh_subdir(ours, "../victim")
+
+
 @pytest.mark.parametrize("stage", ["ingest", "generate"])
 def test_a_stage_folder_that_is_a_link_is_refused_and_its_target_kept(run, tmp_path, stage):
     elsewhere = tmp_path / "elsewhere"

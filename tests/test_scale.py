@@ -51,7 +51,7 @@ def test_per_class_mode_on_a_two_worker_dask_cluster_matches_local_outputs(digit
             *(item for override in FAST for item in ("--set", override)), "--runner", "dask", "--dask-workers", "2"]
     result = augment(args, {**prefect_server, "OMP_NUM_THREADS": "1"}, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    workers = set(re.findall(r"training class \S+ in process (\d+)", result.stderr + result.stdout))
+    workers = set(re.findall(r"train \S+ in process (\d+)", result.stderr + result.stdout))
     assert len(workers) == 2, f"the 3 classes should spread over both Dask workers, saw processes {workers}"
     assert files(dask) == files(local)
     assert {f"gan/per_class/{c}/checkpoint.safetensors" for c in "012"} <= files(dask)
