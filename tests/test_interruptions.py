@@ -66,7 +66,7 @@ def test_sigkill_then_rerun_resumes_and_completes(where, digits_dir, cli_env, tm
             busy = subprocess.run(command(digits_dir, out, per_class), env=cli_env, cwd=tmp_path, capture_output=True, text=True)
             assert busy.returncode == 1 and "is in use by another augment command" in busy.stderr.strip().splitlines()[-1]
         else:
-            wait_for(lambda: generating(out, 200), first, timeout=300)
+            wait_for(lambda: generating(out, 200), first)
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
