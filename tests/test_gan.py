@@ -78,9 +78,18 @@ def test_training_resumes_from_a_matching_checkpoint(ingested, digits_dir, tmp_p
     assert (tmp_path / "gan" / "samples" / "step_000006.png").exists()
     rows = list(csv.DictReader(open(tmp_path / "gan" / "losses.csv")))
     assert [int(r["step"]) for r in rows] == [3, 6]
-    config.lr_generator = 1e-3  # a different model: start again from scratch in a clean folder
-    train.run(config, ingested, tmp_path / "gan")
+    config.lr_generator = 1e-3  # a different model: start again from scratch in a clean folder, and say so
+    caplog.clear()
+    with caplog.at_level("INFO", logger="augment"):
+        train.run(config, ingested, tmp_path / "gan")
+    assert "is from other settings: training starts afresh" in caplog.text
     assert not (tmp_path / "gan" / "marker.json").exists()
+    config.steps = 2  # fewer steps than the checkpoint's: a shorter run from scratch, never a silent one
+    caplog.clear()
+    with caplog.at_level("INFO", logger="augment"):
+        train.run(config, ingested, tmp_path / "gan")
+    assert "is at step 6, past train.steps=2: training starts afresh" in caplog.text
+    assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "gan" / "losses.csv"))] == [2]
 
 
 def test_foreign_checkpoint_is_a_clear_error(tmp_path):

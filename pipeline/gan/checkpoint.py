@@ -12,6 +12,7 @@ import torch
 from pipeline import storage
 from pipeline.errors import AugmentError
 from pipeline.generators import GeneratorSpec
+from pipeline.progress import logger
 
 CHECKPOINT = "checkpoint.safetensors"
 LOSS_COLUMNS = ["step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_second"]
@@ -71,7 +72,13 @@ def resumable_step(out: Path, spec: GeneratorSpec) -> int | None:
         metadata = storage.read_metadata(path)
         step, same = int(metadata["step"]), _same_model(json.loads(metadata["spec"]), spec.to_dict())
     except (AugmentError, KeyError, ValueError):
+        logger.warning("'%s' cannot be read: training starts afresh", path)
         return None
+    if not same:
+        logger.warning("'%s' is from other settings: training starts afresh", path)
+    elif step > spec.train["steps"]:
+        logger.warning("'%s' is at step %d, past train.steps=%d: training starts afresh (set train.steps to %d or more "
+                       "to continue it instead)", path, step, spec.train["steps"], step)
     return step if same and step <= spec.train["steps"] else None
 
 
