@@ -28,6 +28,7 @@ Keep = Literal["last", "best"]
 Filter = Literal["none", "teacher"]
 Rebalance = Literal["auto", "on", "off"]
 Batched = Literal["auto", "on", "off"]
+LongTailLoss = Literal["off", "balanced_softmax"]
 
 DEVICES: tuple[str, ...] = get_args(Device)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -255,9 +256,14 @@ class EvaluateConfig:
     candidate_shares: str = option("0.25", "more shares of real+aug+synthetic tried on validation by the recommendation "
                                    "(comma-separated; empty = none)", rule=_shares,
                                    accepts="numbers in (0, 1)")
-    rebalance: Rebalance = option("auto", "also evaluate the long-tail remedies (real+aug+resampled, real+aug+bsm) and the "
-                                  "synthetic ones beside them (real+aug+topup, real+aug+synthetic+bsm): on, off, or auto = "
-                                  "when the classes are imbalanced", more="See [Imbalanced classes](how-it-works.md#imbalanced-classes).")
+    rebalance: Rebalance = option("auto", "also evaluate class-balanced re-sampling (real+aug+resampled) and the synthetic "
+                                  "top-up beside it (real+aug+topup): on, off, or auto = when the classes are imbalanced",
+                                  more="See [Imbalanced classes](how-it-works.md#imbalanced-classes).")
+    long_tail_loss: LongTailLoss = option("off", "where rebalance applies, also evaluate this long-tail loss (real+aug+bsm) "
+                                          "and the synthetic mix under it (real+aug+synthetic+bsm): off or balanced_softmax",
+                                          more="Off by default: on the three imbalanced MNIST profiles Balanced Softmax lost "
+                                               "to re-sampling in accuracy and in the worst class "
+                                               "([results](results.md#balanced-softmax-on-the-same-profiles)).")
     imbalance_ratio: float = option(2.0, "with rebalance auto: the largest class's real training images over the smallest's "
                                     "from which the data counts as imbalanced", at_least=1.0)
     sources: str = option("", "outside synthetic sources measured beside the tool's own: NAME=FOLDER, comma-separated "

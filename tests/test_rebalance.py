@@ -36,6 +36,11 @@ def test_rebalancing_is_on_by_default_only_for_imbalanced_classes():
     assert "real+aug+resampled" not in names(np.repeat(np.arange(3), 10))
     assert rebalancing(EvaluateConfig(rebalance="on"), np.repeat(np.arange(3), 10), 3)
     assert not rebalancing(EvaluateConfig(rebalance="off"), LABELS, 3)
+    # Balanced Softmax is opt-in (it lost to re-sampling on the project's profiles), and only where rebalance applies
+    assert not {"real+aug+bsm", "real+aug+synthetic+bsm"} & set(names(LABELS))
+    loss = EvaluateConfig(long_tail_loss="balanced_softmax")
+    assert {"real+aug+bsm", "real+aug+synthetic+bsm"} <= {c.name for c in conditions_for(loss, LABELS, 3)}
+    assert "real+aug+bsm" not in {c.name for c in conditions_for(loss, np.repeat(np.arange(3), 10), 3)}
 
 
 def test_resampled_batches_are_class_balanced_and_topup_fills_every_class_to_the_largest():
@@ -81,7 +86,8 @@ def test_an_imbalanced_run_reports_the_resampled_baseline_and_its_gain(digits_di
     for label, keep in (("1", 6), ("2", 5)):
         for path in sorted((data / label).iterdir())[keep:]:
             path.unlink()
-    config = tiny_config(data, "train.steps=2", "train.track_quality=false", "train.keep=last")
+    config = tiny_config(data, "train.steps=2", "train.track_quality=false", "train.keep=last",
+                         "evaluate.long_tail_loss=balanced_softmax")
     stats = ingest.run(config.ingest, tmp_path / "ingest")
     train_counts = [counts["train"] for counts in stats["per_class"].values()]
     assert (max(train_counts), min(train_counts)) == (13, 3) and stats["imbalance_ratio"] == pytest.approx(13 / 3, abs=1e-4)

@@ -20,7 +20,8 @@ class Condition:
     advice: str                   # what to do when it is recommended; {share} is the synthetic share in percent
     headline: str | None = None   # its key in headline.json (None: not listed there)
     against: dict[str, str] = field(default_factory=dict)  # baseline -> headline name of the paired gain against it
-    when: str = "always"          # always | imbalanced (evaluate.rebalance decides)
+    when: str = "always"          # always | imbalanced (evaluate.rebalance decides) | long_tail_loss (imbalanced,
+                                  # and evaluate.long_tail_loss names the loss)
     shares: bool = False          # also evaluated at every evaluate.candidate_shares (named NAME@SHARE)
     source: str = "synthetic"     # which synthetic set a synthetic condition draws: the tool's own, or an outside one
     base: str = ""                # the CONDITIONS entry it was made from (itself when empty)
@@ -83,11 +84,11 @@ CONDITIONS = (
     Condition("real+aug+bsm", Recipe(augment=True, loss="balanced_softmax"), "train on the real images with classical "
               "augmentation and the Balanced Softmax loss: cross-entropy on the logits plus the log of each class's "
               "share of the training images (real+aug+bsm)", headline="acc.bsm",
-              against={"real+aug+resampled": "bsm-res"}, when="imbalanced"),
+              against={"real+aug+resampled": "bsm-res"}, when="long_tail_loss"),
     Condition("real+aug+synthetic+bsm", Recipe(synthetic=True, augment=True, loss="balanced_softmax"),
               "train on the real images with classical augmentation and the synthetic images as {share}% of every "
               "batch, with the Balanced Softmax loss (real+aug+synthetic+bsm)",
-              against={"real+aug+bsm": "synbsm-bsm"}, when="imbalanced"),
+              against={"real+aug+bsm": "synbsm-bsm"}, when="long_tail_loss"),
 )
 BY_NAME = {c.name: c for c in CONDITIONS}
 FEATURES = "real+aug"  # seed 0's model of this condition defines the fidelity feature space
@@ -109,10 +110,12 @@ def rebalancing(config: EvaluateConfig, real_labels: np.ndarray, num_classes: in
 def conditions_for(config: EvaluateConfig, real_labels: np.ndarray | None = None, num_classes: int = 0,
                    sources: tuple[str, ...] = ("synthetic",)) -> tuple[Condition, ...]:
     """The conditions of this evaluation, in CONDITIONS' order with each condition's extra shares after the fixed
-    ones: always the `always` ones, the `imbalanced` ones on imbalanced data (see rebalancing); every synthetic one
+    ones: always the `always` ones, the `imbalanced` ones on imbalanced data (see rebalancing), the `long_tail_loss`
+    ones there too when evaluate.long_tail_loss names one; every synthetic one
     once per synthetic source ('synthetic' is the tool's own generator), all paired by seed."""
     imbalanced = real_labels is not None and rebalancing(config, real_labels, num_classes)
-    chosen = [c for c in CONDITIONS if c.when == "always" or imbalanced]
+    loss = config.long_tail_loss != "off"
+    chosen = [c for c in CONDITIONS if c.when == "always" or (imbalanced and (c.when == "imbalanced" or loss))]
     extra = [c.at_share(share) for c in chosen if c.shares for share in parse_shares(config.candidate_shares)
              if share != config.synthetic_share]
     fixed = [c for c in chosen if c.when == "always"]

@@ -347,7 +347,7 @@ def _recommendation(records: list[dict], conditions, config: EvaluateConfig, cla
                        {c.name: share_of(c.recipe, config, real_labels, len(classes)) for c in candidates},
                        {c.name: c.augment for c in candidates}, val_labels=val_labels,
                        balanced={c.name: c.balanced for c in candidates},
-                       worst_class_first=frozenset(c.name for c in candidates if c.when == "imbalanced" and not c.synthetic))
+                       worst_class_first=frozenset(c.name for c in candidates if c.when != "always" and not c.synthetic))
     if choice["setting"] is not None:
         chosen = by_seed(choice["setting"])
         result = {"setting": choice["setting"], **summarize([r["accuracy"] for r in chosen])}
