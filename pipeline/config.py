@@ -315,7 +315,10 @@ def help_for(key: str) -> str:
 def _coerce(key: str, value: Any, kind: Any) -> Any:
     """Convert a YAML or command-line value to the field's type, or fail naming the key."""
     if get_origin(kind) is Literal:
-        kind = type(get_args(kind)[0])
+        choices = get_args(kind)
+        if isinstance(value, bool) and ("on" if value else "off") in choices:
+            return "on" if value else "off"  # YAML 1.1 (PyYAML) reads an unquoted on/off as true/false
+        kind = type(choices[0])
     if kind is bool:
         if isinstance(value, bool):
             return value

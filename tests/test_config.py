@@ -58,6 +58,17 @@ def test_unknown_key_in_params_file(tmp_path):
         config_module.load(path)
 
 
+def test_unquoted_on_and_off_in_a_params_file_are_the_choices_not_booleans(tmp_path):
+    # PyYAML reads `off` as false; DVC's `exp run -S` and hand edits write it unquoted
+    path = tmp_path / "params.yaml"
+    path.write_text("evaluate:\n  rebalance: off\n  long_tail_loss: off\n  batched: on\n")
+    config = config_module.load(path)
+    assert (config.evaluate.rebalance, config.evaluate.long_tail_loss, config.evaluate.batched) == ("off", "off", "on")
+    path.write_text("evaluate:\n  long_tail_loss: on\n")  # not one of its choices: still a one-line error
+    with pytest.raises(AugmentError, match="evaluate.long_tail_loss"):
+        config_module.load(path)
+
+
 def test_round_trip_through_dict():
     config = config_module.load(None, ["train.steps=7"])
     again = config_module.from_dict(config.to_dict())
