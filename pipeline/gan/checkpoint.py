@@ -63,8 +63,9 @@ def _same_model(a: dict, b: dict) -> bool:
     return json.dumps(strip(a), sort_keys=True) == json.dumps(strip(b), sort_keys=True)
 
 
-def resumable_step(out: Path, spec: GeneratorSpec) -> int | None:
-    """The step of a checkpoint in out from the same run, if training can continue from it (else None)."""
+def resumable_step(out: Path, spec: GeneratorSpec, warn: bool = True) -> int | None:
+    """The step of a checkpoint in out from the same run, if training can continue from it (else None, with a
+    warning saying why when warn)."""
     path = out / CHECKPOINT
     if not path.is_file():
         return None
@@ -72,14 +73,15 @@ def resumable_step(out: Path, spec: GeneratorSpec) -> int | None:
         metadata = storage.read_metadata(path)
         step, same = int(metadata["step"]), _same_model(json.loads(metadata["spec"]), spec.to_dict())
     except (AugmentError, KeyError, ValueError):
-        logger.warning("'%s' cannot be read: training starts afresh", path)
-        return None
-    if not same:
-        logger.warning("'%s' is from other settings: training starts afresh", path)
-    elif step > spec.train["steps"]:
-        logger.warning("'%s' is at step %d, past train.steps=%d: training starts afresh (set train.steps to %d or more "
-                       "to continue it instead)", path, step, spec.train["steps"], step)
-    return step if same and step <= spec.train["steps"] else None
+        step, why = None, "cannot be read: training starts afresh"
+    else:
+        steps = spec.train["steps"]
+        why = ("is from other settings: training starts afresh" if not same else
+               f"is at step {step}, past train.steps={steps}: training starts afresh (set train.steps to {step} or more "
+               "to continue it instead)" if step > steps else None)
+    if why and warn:
+        logger.warning("'%s' %s", path, why)
+    return None if why else step
 
 
 def restore(out: Path, generator, discriminator, ema, opt_g, opt_d) -> int:

@@ -99,7 +99,7 @@ def training_loop(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Pa
         raise AugmentError(f"train.batch_size {config.batch_size} must be divisible by the {world.size} processes")
     spec = spec_for(config, classes, images.shape[1], images.shape[-1], **({"world_size": world.size} if world.size > 1 else {}))
     out = Path(out_dir)
-    resumed = checkpoint.resumable_step(out, spec)  # every rank reads it before rank 0 changes anything
+    resumed = checkpoint.resumable_step(out, spec, warn=world.leader)  # every rank reads it before rank 0 changes anything
     world.barrier()
     if world.leader:
         if resumed is None:
