@@ -170,6 +170,11 @@ def _split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return is_test
 
 
+def pixel_hash(pixels: np.ndarray) -> str:
+    """An image's identity by its decoded pixels (duplicates, and the sources stage's exact copies of held-out images)."""
+    return hashlib.sha256(pixels.tobytes()).hexdigest()[:16]
+
+
 def run(config: IngestConfig, out_dir: str | Path) -> dict:
     """Ingest `config.dataset` into out_dir (arrays.npz, manifest.csv, quarantine.csv, stats.json); return stats."""
     out, dataset = Path(out_dir), Path(config.dataset).resolve()
@@ -179,7 +184,7 @@ def run(config: IngestConfig, out_dir: str | Path) -> dict:
     classes = _check_classes(dataset, candidates, kept)
     pixels = to_channels(np.stack(images), config.channels)                           # N x C x H x W
     labels = np.array([classes.index(c.label) for c in kept], dtype=np.int64)
-    hashes = [hashlib.sha256(p.tobytes()).hexdigest()[:16] for p in pixels]
+    hashes = [pixel_hash(p) for p in pixels]
     # Before any split, so no image can sit on both sides of train/validation/test.
     keep = _drop_duplicates(kept, hashes, quarantine)
     kept, hashes = [c for c, k in zip(kept, keep) if k], [h for h, k in zip(hashes, keep) if k]

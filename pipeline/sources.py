@@ -6,7 +6,7 @@ near copies (see _feature_space) are excluded and listed. A source made mostly o
 Stage output: sources/<name>/arrays.npz, manifest.csv, quarantine.csv, and sources/summary.json."""
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import time
 from pathlib import Path
 
@@ -64,11 +64,7 @@ def _held_out(arrays: dict) -> dict:
     """The validation and test images: their pixel hashes (ingest's) and where each came from."""
     images = np.concatenate([arrays["val_images"], arrays["test_images"]]) if "val_images" in arrays else arrays["test_images"]
     kinds = ["validation"] * (len(images) - len(arrays["test_images"])) + ["test"] * len(arrays["test_images"])
-    return {"images": images, "kinds": kinds, "hashes": {_hash(p): i for i, p in enumerate(images)}}
-
-
-def _hash(pixels: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()[:16]  # ingest's pixel_hash
+    return {"images": images, "kinds": kinds, "hashes": {ingest.pixel_hash(p): i for i, p in enumerate(images)}}
 
 
 def _feature_space(config: Config, arrays: dict, held_out: dict) -> dict:
@@ -78,7 +74,7 @@ def _feature_space(config: Config, arrays: dict, held_out: dict) -> dict:
     held-out set, so the threshold follows the set's size (thousands of test images leave every image some close
     neighbour); a re-encoded or slightly altered copy lies far below it."""
     device = pick_device(config.evaluate.device)
-    evaluate = config.evaluate if config.evaluate.model == "small" else _small(config.evaluate)
+    evaluate = dataclasses.replace(config.evaluate, model="small")  # the built-in CNN's features, whatever evaluates
     real = (arrays["train_images"], arrays["train_labels"])
     model = train_classifier(evaluate, REAL_AUG, 0, real, None, len(arrays["classes"]), device,
                              progress="sources: training the copy check's feature classifier")
@@ -86,12 +82,6 @@ def _feature_space(config: Config, arrays: dict, held_out: dict) -> dict:
     distances, _ = NearestNeighbors(n_neighbors=1).fit(held_out_features).kneighbors(embed(model, real[0], device))
     threshold = NEAR_COPY * float(distances[:, 0].min())
     return {"model": model, "device": device, "held_out": held_out_features, "threshold": threshold}
-
-
-def _small(evaluate):
-    import dataclasses
-
-    return dataclasses.replace(evaluate, model="small")
 
 
 def _read_source(config: Config, name: str, folder: str, classes: list[str], arrays: dict, held_out: dict,
@@ -105,6 +95,7 @@ def _read_source(config: Config, name: str, folder: str, classes: list[str], arr
     excluded = _leaks(pixels, held_out, features)
     rows = [[c.relative, c.label, excluded.get(i, "kept")] for i, c in enumerate(kept)]
     keep = np.array([i not in excluded for i in range(len(kept))], dtype=bool)
+    storage.write_csv(out / "quarantine.csv", ["file", "class", "reason"], quarantine)  # before a refusal names it
     if len(kept) == 0:
         raise AugmentError(f"synthetic source '{name}': no image in '{folder}' could be read (see {out / 'quarantine.csv'})")
     if len(excluded) > MOSTLY_LEAKS * len(kept):
@@ -113,7 +104,6 @@ def _read_source(config: Config, name: str, folder: str, classes: list[str], arr
                            "that judge it)")
     storage.save_arrays(out, images=pixels[keep], labels=labels[keep], classes=np.array(classes))
     storage.write_csv(out / "manifest.csv", ["file", "class", "status"], rows)
-    storage.write_csv(out / "quarantine.csv", ["file", "class", "reason"], quarantine)
     counts = np.bincount(labels[keep], minlength=len(classes))
     missing = [c for c, n in zip(classes, counts) if n == 0]
     if excluded:
@@ -128,11 +118,11 @@ def _read_source(config: Config, name: str, folder: str, classes: list[str], arr
 
 
 def _leaks(pixels: np.ndarray, held_out: dict, features: dict) -> dict[int, str]:
-    """Row -> why it is excluded: the same pixels as a held-out image, or nearer to one than any two real training
-    images are to each other."""
+    """Row -> why it is excluded: the same pixels as a held-out image, or nearer to one than the near-copy threshold
+    (see _feature_space)."""
     found = {}
     for i, image in enumerate(pixels):
-        match = held_out["hashes"].get(_hash(image))
+        match = held_out["hashes"].get(ingest.pixel_hash(image))
         if match is not None:
             found[i] = f"the same pixels as a {held_out['kinds'][match]} image"
     if len(pixels):

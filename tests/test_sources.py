@@ -94,6 +94,21 @@ def test_a_source_made_mostly_of_held_out_copies_is_refused(digits_dir, tmp_path
         run_stage("sources", config, run)
 
 
+def test_a_source_with_no_readable_image_is_refused_and_its_quarantine_list_is_where_the_error_says(digits_dir, tmp_path):
+    run = tmp_path / "run"
+    broken = tmp_path / "broken" / "3"
+    broken.mkdir(parents=True)
+    (broken / "a.png").write_bytes(b"not an image")
+    (broken / "b.jpg").write_bytes(b"\xff\xd8 truncated")
+    config = tiny_config(digits_dir, f"evaluate.sources=broken={broken.parent}")
+    run_stage("ingest", config, run)
+    with pytest.raises(AugmentError, match="no image in .* could be read") as error:
+        run_stage("sources", config, run)
+    listed = Path(str(error.value).split("(see ")[1].rstrip(")"))
+    assert listed == run / "sources" / "broken" / "quarantine.csv"
+    assert sorted(row["file"] for row in csv.DictReader(open(listed))) == ["3/a.png", "3/b.jpg"]
+
+
 def test_a_class_the_dataset_lacks_is_an_error_and_a_missing_class_is_reported(digits_dir, more_digits, tmp_path):
     odd = extra_real(more_digits, tmp_path / "odd", classes=range(3))
     (odd / "cat").mkdir()
