@@ -1,14 +1,15 @@
-"""The four stages by name, the one dispatch table: each stage runs as `run(config, dirs)`, and says which units it
+"""The stages by name, the one dispatch table: each stage runs as `run(config, dirs)`, and says which units it
 can fan out over (per-class generators, per-class generation, classifier seeds), how one unit runs and how the units'
 outputs are merged. `augment stage`, dvc.yaml and the Prefect flow all go through here; the flow only maps."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from pipeline import generate, ingest, runfolder, sources, storage
-from pipeline.config import Config
+from pipeline.config import Config, parse_sources
 from pipeline.errors import AugmentError, environment_errors
 from pipeline.evaluate import stage as evaluate
 from pipeline.gan import per_class, train
@@ -67,18 +68,12 @@ WITHOUT_GAN = ("ingest", "sources", "evaluate")
 
 def inputs(config: Config) -> dict[str, str]:
     """What a run reads and must never overlap its output folder: the dataset and every outside source."""
-    from pipeline.config import parse_sources
-
     return {"dataset": config.ingest.dataset,
             **{f"synthetic source '{name}'": folder for name, folder in parse_sources(config.evaluate.sources).items()}}
 
 
 def absolute_inputs(config: Config) -> Config:
     """The config with the dataset and every outside source named by absolute path (what config.json records)."""
-    import dataclasses
-
-    from pipeline.config import parse_sources
-
     folders = ", ".join(f"{name}={Path(folder).resolve()}" for name, folder in parse_sources(config.evaluate.sources).items())
     return dataclasses.replace(config, ingest=dataclasses.replace(config.ingest, dataset=str(Path(config.ingest.dataset).resolve())),
                                evaluate=dataclasses.replace(config.evaluate, sources=folders))
