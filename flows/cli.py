@@ -142,13 +142,15 @@ def evaluate_command(
     dask_address: DaskAddressOption = None,
     dask_workers: DaskWorkersOption = None,
     torch_threads: TorchThreadsOption = None,
+    folds: Annotated[Optional[int], typer.Option(help=f"evaluate.folds: {config_module.help_for('evaluate.folds')}; 5 gives the recommendation five times the evidence of the validation split, for 5x the classifiers of its candidates.")] = None,
 ) -> None:
     """Measure synthetic images made elsewhere (a diffusion model, a renderer, another GAN) the way `run` measures its
     own: the same ingest, baselines, paired seeds and recommendation chosen on validation; no generator is trained."""
     from flows.runners import task_runner
     from pipeline import plan
 
-    _, config = _config_with_shorthands(dataset, None, params, set_, None, synthetic)
+    shorthands = [f"evaluate.folds={folds}"] if folds is not None else []  # before --set: an explicit --set wins
+    _, config = _config_with_shorthands(dataset, None, params, shorthands + list(set_ or []), None, synthetic)
     task_runner(runner.value, dask_address, dask_workers, torch_threads)
     out_dir = out or Path("runs") / f"{Path(config.ingest.dataset).resolve().name}-evaluate"
     plan.preflight(config, out_dir)
@@ -173,7 +175,9 @@ def _print_plan(config: config_module.Config) -> None:
     Console(width=max(Console().width, 110)).print(table)
     seconds = result["estimated_seconds"]
     print(f"synthetic images: {result['n_synthetic']} (at most {result['disk_bytes'] / 1e6:.1f} MB on disk); "
-          f"classifier conditions: {result['conditions']} x {resolved.evaluate.seeds} seeds")
+          f"classifier conditions: {result['conditions']} x {resolved.evaluate.seeds} seeds"
+          + (f", and {result['cross_validated']} fold trainings x {resolved.evaluate.seeds} seeds for the cross-validated "
+             "recommendation" if result["cross_validated"] else ""))
     print(f"estimated time on {result['device']}: train {seconds['train'] / 60:.1f} min, generate {seconds['generate'] / 60:.1f} min, "
           f"evaluate {seconds['evaluate'] / 60:.1f} min, total {sum(seconds.values()) / 60:.1f} min "
           f"(from {result['seconds_per_gan_step']:.3f} s per GAN step and {result['seconds_per_classifier_step']:.3f} s per "

@@ -144,6 +144,10 @@ def _sources(value: str, _) -> str | None:
     return None
 
 
+def _folds(value: int, _) -> str | None:
+    return None if value == 0 or 2 <= value <= 20 else f"must be 0 (off) or 2 to 20 folds, got {value}"
+
+
 def _shares(value: str, _) -> str | None:
     try:
         shares = parse_shares(value)
@@ -271,6 +275,14 @@ class EvaluateConfig:
                           accepts="NAME=FOLDER, ...",
                           more="`augment run/evaluate --synthetic NAME=FOLDER` adds one. Read like the dataset, copies of "
                                "validation or test images excluded; see [Outside synthetic sources](how-it-works.md#outside-synthetic-sources).")
+    folds: int = option(0, "choose the recommendation by k-fold cross-validation over the real training and validation "
+                        "images (0 = on the validation split alone)", rule=_folds, accepts="0, or 2 to 20",
+                        more="Each condition trains on k-1 folds and is scored on the one left out, for every seed: every "
+                             "real image outside the test split judges, not only the validation fifth (5 folds train on as "
+                             "many images as a run does). It costs folds x seeds x candidates more classifiers. The tool's "
+                             "own GAN saw the training images, so its conditions are not candidates then; an outside "
+                             "source's near copies of a fold's images are left out of that fold's training. See "
+                             "[Cross-validated recommendation](how-it-works.md#cross-validated-recommendation).")
     batched: Batched = option("auto", "train the built-in CNN's conditions of a seed as one ensemble (grouped "
                               "convolutions): on, off, or auto = on a GPU only", more="Each member keeps its seed's "
                               "initial weights, batches and augmentation draws; see [Performance](performance.md).")

@@ -15,6 +15,7 @@ from pipeline import generate, ingest, sources
 from pipeline.config import Config, TrainConfig, parse_sources
 from pipeline.device import pick_device, prepare_module
 from pipeline.classifier import REAL_AUG, check_model, train_classifier
+from pipeline.evaluate import crossval
 from pipeline.evaluate.conditions import conditions_for
 from pipeline.gan.diffaugment import parse_policy
 from pipeline.gan.networks import Discriminator, spec_for
@@ -123,14 +124,18 @@ def plan(config: Config) -> dict:
     gan_step = time_gan_steps(config.train, config.ingest.image_size, channels, device, steps=3)[1]
     classifier_step = _seconds_per_classifier_step(config, channels, n_classes, device)
     real_labels = np.repeat(np.arange(n_classes), [real[r["class"]] for r in rows])
-    n_conditions = len(conditions_for(config.evaluate, real_labels, n_classes))
+    conditions = conditions_for(config.evaluate, real_labels, n_classes,
+                                ("synthetic", *parse_sources(config.evaluate.sources)))
+    n_conditions = len(conditions)
+    n_folded = config.evaluate.folds * len(crossval.candidates(conditions)[0])  # evaluate.folds: each candidate k times more
     candidates = n_synthetic * (config.generate.oversample if config.generate.filter == "teacher" else 1)
     teacher = 600 * classifier_step if config.generate.filter == "teacher" else 0.0  # pipeline.filtering.TEACHER steps
     probe = 600 * classifier_step if config.train.track_quality else 0.0  # the quality probe's classifier
     seconds = {"train": config.train.steps * gan_step + probe,
                "generate": teacher + n_synthetic * PNG_SECONDS + candidates * gan_step / config.train.batch_size / 3,
-               "evaluate": config.evaluate.seeds * n_conditions * config.evaluate.steps * classifier_step}
-    return {"classes": rows, "n_synthetic": n_synthetic, "conditions": n_conditions, "device": str(device),
+               "evaluate": config.evaluate.seeds * (n_conditions + n_folded) * config.evaluate.steps * classifier_step}
+    return {"classes": rows, "n_synthetic": n_synthetic, "conditions": n_conditions, "cross_validated": n_folded,
+            "device": str(device),
             "disk_bytes": generate.estimated_bytes(max(r["generated"] for r in rows), n_classes, config.ingest.image_size, channels),
             "seconds_per_gan_step": round(gan_step, 4), "seconds_per_classifier_step": round(classifier_step, 4),
             "estimated_seconds": {k: round(v) for k, v in seconds.items()}}

@@ -81,7 +81,8 @@ def _feature_space(config: Config, arrays: dict, held_out: dict) -> dict:
     held_out_features = embed(model, held_out["images"], device)
     distances, _ = NearestNeighbors(n_neighbors=1).fit(held_out_features).kneighbors(embed(model, real[0], device))
     threshold = NEAR_COPY * float(distances[:, 0].min())
-    return {"model": model, "device": device, "held_out": held_out_features, "threshold": threshold}
+    return {"model": model, "device": device, "held_out": held_out_features, "threshold": threshold,
+            "train": embed(model, real[0], device)}
 
 
 def _read_source(config: Config, name: str, folder: str, classes: list[str], arrays: dict, held_out: dict,
@@ -102,7 +103,8 @@ def _read_source(config: Config, name: str, folder: str, classes: list[str], arr
         raise AugmentError(f"synthetic source '{name}': {len(excluded)} of its {len(kept)} images are copies of the "
                            "dataset's validation or test images; refused (it would fake a gain on exactly the images "
                            "that judge it)")
-    storage.save_arrays(out, images=pixels[keep], labels=labels[keep], classes=np.array(classes))
+    storage.save_arrays(out, images=pixels[keep], labels=labels[keep], classes=np.array(classes),
+                        copies=_training_copies(pixels[keep], features))
     storage.write_csv(out / "manifest.csv", ["file", "class", "status"], rows)
     counts = np.bincount(labels[keep], minlength=len(classes))
     missing = [c for c, n in zip(classes, counts) if n == 0]
@@ -132,6 +134,31 @@ def _leaks(pixels: np.ndarray, held_out: dict, features: dict) -> dict[int, str]
             found.setdefault(int(i), f"a near copy of a {held_out['kinds'][int(index[i, 0])]} image "
                                      f"(feature distance {distance[i, 0]:.3f} < {features['threshold']:.3f})")
     return found
+
+
+def _training_copies(pixels: np.ndarray, features: dict) -> np.ndarray:
+    """For each image, the index of the real TRAINING image it copies (the same pixels, or nearer than the near-copy
+    threshold), else -1. Kept in the source (a copy of a training image helps no more than that image), but a
+    cross-validated recommendation leaves it out of the fold that holds that image out (evaluate.folds)."""
+    copies = np.full(len(pixels), -1, dtype=np.int64)
+    if len(pixels) and len(features["train"]):
+        embedded = embed(features["model"], pixels, features["device"])
+        distance, index = NearestNeighbors(n_neighbors=1).fit(features["train"]).kneighbors(embedded)
+        near = distance[:, 0] < features["threshold"]
+        copies[near] = index[near, 0]
+    return copies
+
+
+def training_copies(sources_dir: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The source's `copies` array (see _training_copies) and its labels, as stored by the sources stage."""
+    path = Path(sources_dir) / name
+    arrays = storage.load_arrays(path)
+    if "copies" not in arrays:
+        raise AugmentError(f"'{path}' was read by an older version without its copy index; re-run the sources stage")
+    copies, labels = np.asarray(arrays["copies"]), np.asarray(arrays["labels"])
+    if copies.shape != labels.shape or copies.dtype.kind != "i":
+        raise AugmentError(f"'{path}' is damaged (its copy index does not match its images); re-run the sources stage")
+    return copies.astype(np.int64), labels
 
 
 def load(sources_dir: str | Path, classes: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -20,7 +20,7 @@ def _level(differences: np.ndarray) -> bool:
 
 def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, float], classical: dict[str, bool],
               val_labels: np.ndarray | None = None, balanced: dict[str, bool] | None = None,
-              worst_class_first: frozenset[str] = frozenset()) -> dict:
+              worst_class_first: frozenset[str] = frozenset(), judged_by: str | None = None) -> dict:
     """val_correct: candidate -> seeds x n_val correctness (0/1); val_labels: each validation image's class.
     Candidates are scored by balanced accuracy (the mean over classes of each class's validation accuracy), so a
     rare class's two images weigh as much as a big class's forty; with as many images in every class it is plain
@@ -33,7 +33,9 @@ def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, flo
     small data, then to the smaller synthetic share, then to plain sampling over class-balanced; never to the
     candidates' order. Among the `worst_class_first` candidates (the long-tail remedies on imbalanced data:
     re-sampling, Balanced Softmax), one level with the best on validation (their difference not significant) and
-    better in its worst class replaces it: overall they tie, and the rarest class is what such a user needs."""
+    better in its worst class replaces it: overall they tie, and the rarest class is what such a user needs.
+    judged_by: what the 0/1 columns are when they are not the validation images (a cross-validation's pool images,
+    each predicted by a classifier that did not train on it); it is named in the reason."""
     if not val_correct or next(iter(val_correct.values())).shape[1] == 0:
         return {"use_synthetic": False, "setting": None, "reason": "no validation split (ingest.val_fraction is 0 or "
                 "classes are too small to spare an image), so the tool cannot choose; it does not recommend synthetic data"}
@@ -85,7 +87,8 @@ def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, flo
     chosen = challenger if use else baseline
     interval = "n/a" if gain["ci"] is None else f"[{100 * gain['ci'][0]:+.1f}, {100 * gain['ci'][1]:+.1f}]"
     spread = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
-    measured = (f"on {n_images} validation images ({spread} per class) and {gain['seeds']} seeds, {challenger} scored "
+    where = f"by {judged_by} ({spread} per class)" if judged_by else f"on {n_images} validation images ({spread} per class)"
+    measured = (f"{where} and {gain['seeds']} seeds, {challenger} scored "
                 f"{100 * score[challenger]:.1f}% balanced accuracy against {100 * score[baseline]:.1f}% for {baseline} "
                 f"(gain {100 * gain['mean']:+.1f} points, {100 * level:.1f}% CI {interval})")
     if inconclusive:

@@ -259,16 +259,20 @@ def _verdict_box(metrics: dict, run_dir: Path | None = None) -> str:
                        f"{html.escape(gain['verdict'])})")
         tested += ".<br>"
     validation = (choice.get("validation") or {}).get("gain") or {}
+    folded = choice.get("cross_validation")
+    judged = "cross-validated images" if folded else "validation images"
     resolve = ""
     if validation.get("min_detectable_gain") is not None:
-        resolve = (f"With {validation['seeds']} seeds and {validation['images']} validation images this run could "
-                   f"reliably detect a validation gain above {100 * validation['min_detectable_gain']:.1f} points; "
+        resolve = (f"With {validation['seeds']} seeds and {validation['images']} {judged} this run could "
+                   f"reliably detect a gain above {100 * validation['min_detectable_gain']:.1f} points; "
                    "smaller ones pass unseen. ")
+    if folded and folded.get("left_out"):
+        resolve += html.escape(f"Not candidates: {', '.join(folded['left_out'])} ({folded['why_left_out']}). ")
     run = html.escape(str(run_dir)) if run_dir is not None else "RUN"
     info = metrics["conditions"].get(setting, {})
     todo = advice(setting, choice.get("synthetic_share", 0.0), info.get("base"), info.get("source", "synthetic"))
     return (f'<div class="verdict {kind}"><b>{head}</b>: {html.escape(todo)}.'
-            f'<div class="todo">{tested}<span class=note>Chosen on the validation images, never on the test images: '
+            f'<div class="todo">{tested}<span class=note>Chosen on the {judged}, never on the test images: '
             f'{html.escape(choice["reason"])}. {resolve}<code>augment export --run {run} --out EXPORT_FOLDER</code> '
             "writes this training set as an ImageFolder.</span></div></div>")
 

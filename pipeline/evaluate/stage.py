@@ -20,6 +20,7 @@ from pipeline.device import pick_device, prepare_module
 from pipeline.errors import AugmentError
 from pipeline.metrics import fidelity
 from pipeline.classifier import SmallCNN, embed, predict, share_of, train_classifier
+from pipeline.evaluate import crossval
 from pipeline.evaluate.conditions import (FEATURES, condition_headline, conditions_for, gain_headline, gains,
                                          imbalance_ratio, uses_synthetic)
 from pipeline.evaluate.recommend import recommend
@@ -101,13 +102,32 @@ def load_inputs(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: s
     return classes, real, val, test, sets
 
 
-def _at_most(pair: tuple[np.ndarray, np.ndarray], per_class: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `per_class` images of each class (evaluate.max_synthetic_per_class bounds the memory)."""
-    images, labels = pair
+def _first(labels: np.ndarray, per_class: int) -> np.ndarray:
+    """Which rows are among the first `per_class` of their class."""
     keep = np.zeros(len(labels), dtype=bool)
     for label in np.unique(labels):
         keep[np.flatnonzero(labels == label)[:per_class]] = True
-    return images[keep], labels[keep]
+    return keep
+
+
+def _at_most(pair: tuple[np.ndarray, np.ndarray], per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `per_class` images of each class (evaluate.max_synthetic_per_class bounds the memory)."""
+    keep = _first(pair[1], per_class)
+    return pair[0][keep], pair[1][keep]
+
+
+def load_copies(config: EvaluateConfig, sources_dir: str | Path | None, sets: dict) -> dict[str, np.ndarray]:
+    """With evaluate.folds: each outside source's training-copy index (sources.training_copies), aligned with the
+    images load_inputs kept; nothing otherwise."""
+    if not config.folds or sources_dir is None:
+        return {}
+    copies = {}
+    for name in sets:
+        if name == crossval.OWN_SOURCE:
+            continue
+        index, source_labels = outside.training_copies(sources_dir, name)
+        copies[name] = index[_first(source_labels, config.max_synthetic_per_class)]
+    return copies
 
 
 def batched(config: EvaluateConfig, device) -> bool:
@@ -118,12 +138,29 @@ def batched(config: EvaluateConfig, device) -> bool:
     return config.model == "small" and (config.batched == "on" or (config.batched == "auto" and device.type == "cuda"))
 
 
-def _seed_records(config: EvaluateConfig, seed: int, inputs: tuple, device) -> tuple[list[dict], object]:
-    """Train and test every condition under one seed; also return seed 0's feature model (else None)."""
+def _seed_records(config: EvaluateConfig, seed: int, inputs: tuple, device, copies: dict | None = None) -> tuple[list[dict], object]:
+    """Train and test every condition under one seed; also return seed 0's feature model (else None). With
+    evaluate.folds, each candidate's record also holds its cross-validated 0/1 per pool image (cv_correct)."""
     classes, real, val, test, sets = inputs
     conditions = conditions_for(config, real[1], len(classes), tuple(sets))
     if batched(config, device):
-        return _seed_records_batched(config, seed, inputs, conditions, device)
+        records, feature_model = _seed_records_batched(config, seed, inputs, conditions, device)
+    else:
+        records, feature_model = _seed_records_serial(config, seed, inputs, conditions, device)
+    if config.folds:
+        clock = time.perf_counter()
+        chosen, _ = crossval.candidates(conditions)
+        pool = (np.concatenate([real[0], val[0]]), np.concatenate([real[1], val[1]]))
+        correct = crossval.seed_correct(config, seed, chosen, pool, sets, copies or {}, len(classes), device,
+                                        batched(config, device))
+        for record in records:
+            record["cv_correct"] = correct.get(record["condition"], np.zeros(0, dtype=bool))
+            record["cv_seconds"] = (time.perf_counter() - clock) / len(chosen) if record["condition"] in correct else 0.0
+    return records, feature_model
+
+
+def _seed_records_serial(config: EvaluateConfig, seed: int, inputs: tuple, conditions, device) -> tuple[list[dict], object]:
+    classes, real, val, test, sets = inputs
     records, feature_model = [], None
     for condition in conditions:
         clock = time.perf_counter()
@@ -167,28 +204,39 @@ def run(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Pat
     """Write out_dir/metrics.json (schema in README), runs.csv and report.html; return the metrics."""
     start = time.perf_counter()
     inputs = load_inputs(config, ingest_dir, synthetic_dir, sources_dir)
+    copies = _prepare_folds(config, inputs, sources_dir)
     device = pick_device(config.device)
     records, feature_model = [], None
     for seed in track(range(config.seeds), config.seeds, "evaluate: classifier seeds"):
-        seed_records, model = _seed_records(config, seed, inputs, device)
+        seed_records, model = _seed_records(config, seed, inputs, device, copies)
         records += seed_records
         feature_model = model if model is not None else feature_model
     return _write(config, records, feature_model, inputs, gan_dir, ingest_dir, synthetic_dir, out_dir, start, sources_dir)
 
 
 SEEDS_FOLDER = "seeds"  # evaluation/seeds/: one seed's rows when seeds fan out; replaced by the aggregated outputs
-ARRAY_FIELDS = {"per_class": float, "confusion": np.int64, "val_correct": bool}  # numpy fields of a record
+ARRAY_FIELDS = {"per_class": float, "confusion": np.int64, "val_correct": bool, "cv_correct": bool}  # numpy fields
+
+
+def _prepare_folds(config: EvaluateConfig, inputs: tuple, sources_dir) -> dict[str, np.ndarray]:
+    """Check that the pool can be split into evaluate.folds folds (before any training); the sources' copy indexes."""
+    if not config.folds:
+        return {}
+    classes, real, val, _, sets = inputs
+    crossval.check_pool(np.concatenate([real[1], val[1]]), classes, config.folds)
+    return load_copies(config, sources_dir, sets)
 
 
 def run_seed(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str | Path | None, out_dir: str | Path,
              seed: int, sources_dir: str | Path | None = None) -> Path:
     """One seed's conditions (a unit of fan-out): write out_dir/seeds/<seed>.json (and seed 0's feature model)."""
     inputs = load_inputs(config, ingest_dir, synthetic_dir, sources_dir)
-    records, model = _seed_records(config, seed, inputs, pick_device(config.device))
+    copies = _prepare_folds(config, inputs, sources_dir)
+    records, model = _seed_records(config, seed, inputs, pick_device(config.device), copies)
     folder = Path(out_dir) / SEEDS_FOLDER
     if model is not None:
         storage.save_tensors(folder / "feature_model.safetensors", model.state_dict(), {"condition": FEATURES})
-    rows = [{**r, **{k: _to_json(r[k]) for k in ARRAY_FIELDS}} for r in records]
+    rows = [{**r, **{k: _to_json(r[k]) for k in ARRAY_FIELDS if k in r}} for r in records]
     return storage.write_json(folder / f"{seed}.json", {"config": dataclasses.asdict(config), "records": rows})
 
 
@@ -211,10 +259,10 @@ def aggregate(config: EvaluateConfig, ingest_dir: str | Path, synthetic_dir: str
         data = storage.read_json_object(path, ("config", "records")) if path.is_file() else None
         if data is None or data["config"] != dataclasses.asdict(config):
             raise AugmentError(f"'{path}' is missing or from other evaluate settings; run classifier seed {seed} again")
-        records += [{**r, **{k: np.array(r[k], dtype=float).astype(kind) for k, kind in ARRAY_FIELDS.items()}}
+        records += [{**r, **{k: np.array(r[k], dtype=float).astype(kind) for k, kind in ARRAY_FIELDS.items() if k in r}}
                     for r in data["records"]]
     classes, real = inputs[0], inputs[1]
-    start -= sum(r["seconds"] for r in records)  # the stage's compute includes the seeds' classifier runs
+    start -= sum(r["seconds"] + r.get("cv_seconds", 0.0) for r in records)  # the stage's compute includes the seeds' classifier runs
     device = pick_device(config.device)
     feature_model = SmallCNN(real[0].shape[1], len(classes), real[0].shape[-1], config.width)
     storage.load_weights(feature_model, storage.load_tensors(folder / "feature_model.safetensors"), folder / "feature_model.safetensors")
@@ -340,14 +388,26 @@ def _class_counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
 
 def _recommendation(records: list[dict], conditions, config: EvaluateConfig, classes: list[str],
                     real_labels: np.ndarray, val_labels: np.ndarray) -> dict:
-    """Chosen on validation among the conditions that train on real images; then its TEST result, reported only."""
-    candidates = [c for c in conditions if c.real]
+    """Chosen on validation among the conditions that train on real images (with evaluate.folds: cross-validated
+    over the training and validation images, see crossval); then its TEST result, reported only."""
+    candidates, left_out = crossval.candidates(conditions) if config.folds else ([c for c in conditions if c.real], [])
+    field, judged = ("cv_correct", np.concatenate([real_labels, val_labels])) if config.folds else ("val_correct", val_labels)
     by_seed = lambda name: sorted((r for r in records if r["condition"] == name), key=lambda r: r["seed"])
-    choice = recommend({c.name: np.array([r["val_correct"] for r in by_seed(c.name)], dtype=float) for c in candidates},
+    choice = recommend({c.name: np.array([r[field] for r in by_seed(c.name)], dtype=float) for c in candidates},
                        {c.name: share_of(c.recipe, config, real_labels, len(classes)) for c in candidates},
-                       {c.name: c.augment for c in candidates}, val_labels=val_labels,
+                       {c.name: c.augment for c in candidates}, val_labels=judged,
                        balanced={c.name: c.balanced for c in candidates},
-                       worst_class_first=frozenset(c.name for c in candidates if c.when != "always" and not c.synthetic))
+                       worst_class_first=frozenset(c.name for c in candidates if c.when != "always" and not c.synthetic),
+                       judged_by=(f"{config.folds}-fold cross-validation over the {len(judged)} training and validation "
+                                  "images" if config.folds else None))
+    if config.folds:
+        choice["cross_validation"] = {
+            "folds": config.folds, "n_images": int(len(judged)),
+            "seconds": round(sum(r.get("cv_seconds", 0.0) for r in records), 1),
+            "left_out": [c.name for c in left_out],
+            "why_left_out": ("the tool's own GAN was trained on the training images, so each fold's held-out images were "
+                             "seen by it: its conditions are not candidates (their test results are still reported)")
+                            if left_out else None}
     if choice["setting"] is not None:
         chosen = by_seed(choice["setting"])
         result = {"setting": choice["setting"], **summarize([r["accuracy"] for r in chosen])}

@@ -1,0 +1,114 @@
+"""The cross-validated recommendation (evaluate.folds, issue #33): every real image outside the test split judges,
+paired over seeds and folds; the tool's own GAN is left out; an outside source's copies of a fold's held-out
+images never train that fold's classifiers; the test images never enter."""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from pipeline import storage
+from pipeline.config import EvaluateConfig
+from pipeline.demo import export_digits
+from pipeline.errors import AugmentError
+from pipeline.evaluate import crossval
+from pipeline.evaluate.conditions import conditions_for
+from pipeline.stages import WITHOUT_GAN, run_stage
+
+
+def test_folds_are_class_stratified_level_and_fixed():
+    labels = np.repeat(np.arange(4), [10, 7, 5, 3])
+    fold = crossval.assign_folds(labels, 5)
+    assert np.array_equal(fold, crossval.assign_folds(labels, 5))  # never depends on anything but the labels
+    for c in range(4):
+        counts = np.bincount(fold[labels == c], minlength=5)
+        assert counts.max() - counts.min() <= 1  # each class spread over the folds as evenly as it can be
+    sizes = np.bincount(fold, minlength=5)
+    assert sizes.max() - sizes.min() <= 1  # and the folds level in size
+    with pytest.raises(AugmentError, match=r"needs at least 5 real images per class .*too few in: d \(3\)"):
+        crossval.check_pool(labels, ["a", "b", "c", "d"], 5)
+    crossval.check_pool(labels, ["a", "b", "c", "d"], 3)
+
+
+def test_a_source_image_copying_a_held_out_image_is_left_out_of_that_fold_only():
+    images = (np.arange(6)[:, None], np.zeros(6, dtype=np.int64))
+    copies = np.array([-1, 3, 4, -1, 0, 3])  # images 1 and 5 copy pool image 3, image 4 copies pool image 0
+    held_out = np.zeros(8, dtype=bool)
+    held_out[[3, 6]] = True
+    kept, _ = crossval.fold_pool(images, copies, held_out)
+    assert kept[:, 0].tolist() == [0, 2, 3, 4]
+    held_out[:] = False
+    held_out[0] = True
+    assert crossval.fold_pool(images, copies, held_out)[0][:, 0].tolist() == [0, 1, 2, 3, 5]
+    assert crossval.fold_pool(images, None, held_out) is images  # the tool's own images have no copy index
+
+
+def test_the_tools_own_gan_is_never_a_cross_validated_candidate():
+    conditions = conditions_for(EvaluateConfig(), np.repeat(np.arange(3), 5), 3, ("synthetic", "extra"))
+    chosen, left_out = crossval.candidates(conditions)
+    names = {c.name for c in chosen}
+    assert {"real", "real+aug", "real+extra", "real+aug+extra", "real+aug+extra@0.25"} == names
+    assert {c.name for c in left_out} == {"real+synthetic", "real+aug+synthetic", "real+aug+synthetic@0.25"}
+
+
+def test_evaluate_cross_validates_over_training_and_validation_images_never_the_test(digits_dir, tmp_path):
+    more = export_digits(tmp_path / "more" / "digits", per_class=40)
+    extra = tmp_path / "extra"
+    for c in range(10):  # real digits the dataset does not hold
+        (extra / str(c)).mkdir(parents=True)
+        for path in sorted((more / str(c)).iterdir())[20:30]:
+            shutil.copy(path, extra / str(c) / path.name)
+    config = tiny_config(digits_dir, f"evaluate.sources=extra={extra}", "evaluate.folds=3", "evaluate.candidate_shares=")
+    run = tmp_path / "run"
+    storage.write_json(run / "config.json", config.to_dict())
+    run_stage("ingest", config, run)
+    train = [r["file"] for r in csv.DictReader(open(run / "ingest" / "manifest.csv")) if r["split"] == "train"]
+    for name in train[:4]:  # the source also holds four of the TRAINING images under new names
+        shutil.copy(digits_dir / name, extra / Path(name).parent / f"copy-{Path(name).name}")
+    for name in WITHOUT_GAN[1:]:
+        metrics = run_stage(name, config, run)
+    arrays = storage.load_arrays(run / "ingest")
+    source = storage.load_arrays(run / "sources" / "extra")
+    # Each planted copy is indexed to the very training image it copies (the pool's first rows are the training images).
+    pool_images = np.concatenate([arrays["train_images"], arrays["val_images"]])
+    copied = np.flatnonzero(source["copies"] >= 0)
+    assert len(copied) >= 4
+    exact = [i for i in copied if np.array_equal(source["images"][i], pool_images[source["copies"][i]])]
+    assert len(exact) >= 4
+    cv = metrics["recommendation"]["cross_validation"]
+    n_pool = len(arrays["train_labels"]) + len(arrays["val_labels"])
+    assert cv["folds"] == 3 and cv["n_images"] == n_pool and cv["left_out"] == [] and cv["seconds"] > 0
+    assert "3-fold cross-validation over the" in metrics["recommendation"]["reason"]
+    assert metrics["recommendation"]["validation"]["n_images"] == n_pool
+    # the candidates are judged on every pool image, seed by seed; the test images only report
+    assert set(metrics["recommendation"]["validation"]["accuracy"]) == {"real", "real+aug", "real+extra", "real+aug+extra"}
+    assert metrics["n_test"] == len(arrays["test_labels"]) > 0
+    with pytest.raises(AugmentError, match="evaluate.folds=20 needs at least 20 real images per class"):
+        run_stage("evaluate", tiny_config(digits_dir, f"evaluate.sources=extra={extra}", "evaluate.folds=20"), run)
+    assert (run / "evaluation" / "metrics.json").is_file()  # refused before anything was replaced
+
+
+def test_folds_is_zero_or_two_to_twenty():
+    for bad in ("1", "21", "-1"):
+        with pytest.raises(AugmentError, match="evaluate.folds"):
+            tiny_config(".", f"evaluate.folds={bad}")
+
+
+def test_with_the_tools_own_gan_its_conditions_are_reported_but_not_cross_validated(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, symlinks=True)
+    dataset = storage.read_json_object(run / "config.json", ("ingest",))["ingest"]["dataset"]
+    config = tiny_config(dataset, "evaluate.rebalance=on", "evaluate.folds=2")
+    metrics = run_stage("evaluate", config, run)
+    cv = metrics["recommendation"]["cross_validation"]
+    assert {"real+synthetic", "real+aug+synthetic", "real+aug+topup"} <= set(cv["left_out"])
+    assert "trained on the training images" in cv["why_left_out"]
+    judged = metrics["recommendation"]["validation"]["accuracy"]
+    assert "real+aug+resampled" in judged and not set(cv["left_out"]) & set(judged)
+    assert "real+aug+synthetic" in metrics["conditions"]  # still trained and tested, only not a candidate
+    page = (run / "evaluation" / "report.html").read_text()
+    assert "Chosen on the cross-validated images" in page and "Not candidates: real+synthetic" in page
