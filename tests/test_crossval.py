@@ -112,3 +112,15 @@ def test_with_the_tools_own_gan_its_conditions_are_reported_but_not_cross_valida
     assert "real+aug+synthetic" in metrics["conditions"]  # still trained and tested, only not a candidate
     page = (run / "evaluation" / "report.html").read_text()
     assert "Chosen on the cross-validated images" in page and "Not candidates: real+synthetic" in page
+
+
+def test_the_dry_run_plan_counts_the_fold_classifiers(digits_dir, tmp_path):
+    from pipeline import plan
+
+    extra = tmp_path / "extra"
+    shutil.copytree(digits_dir, extra)
+    assert plan.plan(tiny_config(digits_dir))["cross_validated"] == 0
+    # own GAN: real, real+aug are the candidates (its 4 synthetic conditions are not); extra adds 3 more
+    assert plan.plan(tiny_config(digits_dir, "evaluate.folds=3"))["cross_validated"] == 3 * 2
+    folded = plan.plan(tiny_config(digits_dir, "evaluate.folds=3", f"evaluate.sources=extra={extra}"))
+    assert folded["cross_validated"] == 3 * 5 and folded["conditions"] == 6 + 4

@@ -152,7 +152,7 @@ def test_outside_sources_are_measured_without_a_generator_and_exported(digits_di
 @pytest.mark.slow
 def test_augment_evaluate_through_prefect_with_three_sources(digits_dir, more_digits, finished_run, cli_env, tmp_path):
     """The acceptance shape, tiny: extra real images, noise, and the tool's own GAN images from an earlier run as a
-    third source, in one `augment evaluate` call through the real CLI and a Prefect flow."""
+    third source, in one `augment evaluate --folds 2` call through the real CLI and a Prefect flow."""
     import subprocess
 
     from conftest import BIN, TINY
@@ -162,12 +162,15 @@ def test_augment_evaluate_through_prefect_with_three_sources(digits_dir, more_di
     sets = [item for override in TINY for item in ("--set", override)]
     command = [str(BIN / "augment"), "evaluate", "--dataset", str(digits_dir), "--out", str(tmp_path / "run"),
                "--synthetic", f"extra={extra}", "--synthetic", f"noise={rubbish}",
-               "--synthetic", f"ours={finished_run / 'synthetic'}", *sets]
+               "--synthetic", f"ours={finished_run / 'synthetic'}", "--folds", "2", *sets]
     result = subprocess.run(command, env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "real+aug+extra vs real+aug" in result.stdout and "real+aug+ours vs real+aug" in result.stdout
     metrics = storage.read_json(tmp_path / "run" / "evaluation" / "metrics.json")
     assert set(metrics["sources"]) == {"extra", "noise", "ours"} and not (tmp_path / "run" / "gan").exists()
+    cv = metrics["recommendation"]["cross_validation"]  # --folds 2: chosen by cross-validation, every source a candidate
+    assert cv["folds"] == 2 and cv["left_out"] == [] and "2-fold cross-validation" in metrics["recommendation"]["reason"]
+    assert {"real+aug+extra", "real+aug+noise", "real+aug+ours"} <= set(metrics["recommendation"]["validation"]["accuracy"])
     config = storage.read_json(tmp_path / "run" / "config.json")
     assert all(Path(folder.split("=")[1]).is_absolute() for folder in config["evaluate"]["sources"].split(", "))
     assert storage.sha256_file(next((extra / "3").iterdir())) == before
