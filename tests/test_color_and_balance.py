@@ -133,16 +133,17 @@ def test_balanced_generation_tops_up_rare_digits(digits_dir, tmp_path):
     assert (tmp_path / "synthetic" / "2" / "000001.png").read_bytes() == kept
 
 
-def test_color_photos_64px_end_to_end_with_balance(cli_env, tmp_path):
+def test_color_photos_64px_end_to_end_with_balance(prefect_server, tmp_path):
     """A user's colour photos of mixed sizes (JPEG with EXIF, PNG), imbalanced, through `augment run --balance`.
     One torch thread: on a shared 2-core machine two threads spinning against another process run 5x slower."""
+    server_env = prefect_server  # the shared server: no temporary one started per run
     data = write_color_photos(tmp_path / "photos")
     before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
     out = tmp_path / "out"
     sets = ["ingest.image_size=64", "train.steps=4", "train.batch_size=8", "train.sample_every=2", "train.checkpoint_every=4",
             "train.track_quality=false", "train.keep=last", "generate.filter=none", "evaluate.steps=15", "evaluate.seeds=2", "evaluate.batch_size=16", "evaluate.width=8"]
     result = subprocess.run([str(BIN / "augment"), "run", "--no-dvc", "--dataset", str(data), "--balance", "--out", str(out),
-                             *(a for s in sets for a in ("--set", s))], env={**cli_env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, capture_output=True,
+                             *(a for s in sets for a in ("--set", s))], env={**server_env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert before == {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}, "the input dataset must not change"

@@ -168,12 +168,13 @@ def test_push_pull_restores_synthetic_set_and_checkpoint_byte_for_byte(digits_di
     assert hashes(repo / "outputs" / "gan") == gan and "checkpoint.safetensors" in gan
 
 
-def test_augment_run_inside_a_dvc_project_is_versioned(digits_dir, cli_env, tmp_path):
-    repo = make_repo(tmp_path / "repo", digits_dir, cli_env)
-    result = sh([str(BIN / "augment"), "run", "--per-class", "7", "--set", "evaluate.seeds=3"], repo, cli_env)
+def test_augment_run_inside_a_dvc_project_is_versioned(digits_dir, prefect_server, tmp_path):
+    server_env = prefect_server  # the shared server: no temporary one started per run
+    repo = make_repo(tmp_path / "repo", digits_dir, server_env)
+    result = sh([str(BIN / "augment"), "run", "--per-class", "7", "--set", "evaluate.seeds=3"], repo, server_env)
     assert "params.yaml updated: generate.per_class=7, evaluate.seeds=3" in result.stderr
     assert "real+synthetic vs real" in result.stdout
-    assert "up to date" in dvc(["status"], repo, cli_env)
+    assert "up to date" in dvc(["status"], repo, server_env)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert set(lock) == set(STAGES)
     assert lock["generate"]["params"]["params.yaml"]["generate"]["per_class"] == 7
@@ -181,25 +182,26 @@ def test_augment_run_inside_a_dvc_project_is_versioned(digits_dir, cli_env, tmp_
     assert outs["outputs/synthetic"]["nfiles"] == 7 * 10 + 4  # images, manifest.csv, summary.json, per_class.csv, .augment-stage
     metrics = json.loads((repo / "outputs" / "evaluation" / "metrics.json").read_text())
     assert metrics["seeds"] == 3 and metrics["n_synthetic"] == 70
-    again = sh([str(BIN / "augment"), "run"], repo, cli_env)  # nothing changed: every stage is skipped
+    again = sh([str(BIN / "augment"), "run"], repo, server_env)  # nothing changed: every stage is skipped
     assert "Running stage" not in again.stdout + again.stderr
-    refused = sh([str(BIN / "augment"), "run", "--dvc", "--out", "elsewhere"], repo, cli_env, check=False)
+    refused = sh([str(BIN / "augment"), "run", "--dvc", "--out", "elsewhere"], repo, server_env, check=False)
     assert refused.returncode == 1 and "add --no-dvc" in refused.stderr
-    aside = sh([str(BIN / "augment"), "run", "--out", "elsewhere"], repo, cli_env)  # another folder: a plain run
+    aside = sh([str(BIN / "augment"), "run", "--out", "elsewhere"], repo, server_env)  # another folder: a plain run
     assert "not versioned by DVC: --out elsewhere" in aside.stderr
-    assert (repo / "elsewhere" / "evaluation" / "metrics.json").is_file() and "up to date" in dvc(["status"], repo, cli_env)
+    assert (repo / "elsewhere" / "evaluation" / "metrics.json").is_file() and "up to date" in dvc(["status"], repo, server_env)
 
 
-def test_a_busy_dvc_lock_is_retried_and_the_run_completes(digits_dir, cli_env, tmp_path):
+def test_a_busy_dvc_lock_is_retried_and_the_run_completes(digits_dir, prefect_server, tmp_path):
     """A transient fault, injected for real: another process holds DVC's repo lock when the run starts."""
     import threading
 
     import zc.lockfile
 
-    repo = make_repo(tmp_path / "repo", digits_dir, cli_env)
+    server_env = prefect_server  # the shared server: no temporary one started per run
+    repo = make_repo(tmp_path / "repo", digits_dir, server_env)
     (repo / ".dvc" / "tmp").mkdir(exist_ok=True)
     held = zc.lockfile.LockFile(str(repo / ".dvc" / "tmp" / "lock"))  # what a concurrent `dvc` command holds
-    run = subprocess.Popen([str(BIN / "augment"), "run"], cwd=repo, env=cli_env, stdout=subprocess.PIPE,
+    run = subprocess.Popen([str(BIN / "augment"), "run"], cwd=repo, env=server_env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     lines = []
 
@@ -220,4 +222,4 @@ def test_a_busy_dvc_lock_is_retried_and_the_run_completes(digits_dir, cli_env, t
     output = "".join(lines)
     assert "Unable to acquire lock" in output and "Retry 1/2" in output
     assert "real+synthetic vs real" in output
-    assert "up to date" in dvc(["status"], repo, cli_env)
+    assert "up to date" in dvc(["status"], repo, server_env)

@@ -150,20 +150,21 @@ def test_outside_sources_are_measured_without_a_generator_and_exported(digits_di
 
 
 @pytest.mark.slow
-def test_augment_evaluate_through_prefect_with_three_sources(digits_dir, more_digits, finished_run, cli_env, tmp_path):
+def test_augment_evaluate_through_prefect_with_three_sources(digits_dir, more_digits, finished_run, prefect_server, tmp_path):
     """The acceptance shape, tiny: extra real images, noise, and the tool's own GAN images from an earlier run as a
     third source, in one `augment evaluate --folds 2` call through the real CLI and a Prefect flow."""
     import subprocess
 
     from conftest import BIN, TINY
 
+    server_env = prefect_server  # the shared server: no temporary one started per run
     extra, rubbish = extra_real(more_digits, tmp_path / "extra"), noise(tmp_path / "noise")
     before = storage.sha256_file(next((extra / "3").iterdir()))
     sets = [item for override in TINY for item in ("--set", override)]
     command = [str(BIN / "augment"), "evaluate", "--dataset", str(digits_dir), "--out", str(tmp_path / "run"),
                "--synthetic", f"extra={extra}", "--synthetic", f"noise={rubbish}",
                "--synthetic", f"ours={finished_run / 'synthetic'}", "--folds", "2", *sets]
-    result = subprocess.run(command, env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, env=server_env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "real+aug+extra vs real+aug" in result.stdout and "real+aug+ours vs real+aug" in result.stdout
     metrics = storage.read_json(tmp_path / "run" / "evaluation" / "metrics.json")
@@ -175,6 +176,6 @@ def test_augment_evaluate_through_prefect_with_three_sources(digits_dir, more_di
     assert all(Path(folder.split("=")[1]).is_absolute() for folder in config["evaluate"]["sources"].split(", "))
     assert storage.sha256_file(next((extra / "3").iterdir())) == before
     refused = subprocess.run([str(BIN / "augment"), "evaluate", "--dataset", str(digits_dir), "--out", str(extra / "out"),
-                              "--synthetic", f"extra={extra}"], env=cli_env, capture_output=True, text=True, timeout=300)
+                              "--synthetic", f"extra={extra}"], env=server_env, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1 and "inside the synthetic source 'extra'" in refused.stderr
     assert not (extra / "out").exists()
