@@ -124,3 +124,16 @@ def test_the_dry_run_plan_counts_the_fold_classifiers(digits_dir, tmp_path):
     assert plan.plan(tiny_config(digits_dir, "evaluate.folds=3"))["cross_validated"] == 3 * 2
     folded = plan.plan(tiny_config(digits_dir, "evaluate.folds=3", f"evaluate.sources=extra={extra}"))
     assert folded["cross_validated"] == 3 * 5 and folded["conditions"] == 6 + 4
+
+
+def test_a_source_left_empty_by_a_fold_is_a_clear_error():
+    from pipeline.evaluate.conditions import BY_NAME
+
+    labels = np.repeat(np.arange(2), 4)
+    pool = (np.zeros((8, 1, 4, 4), np.uint8), labels)
+    sets = {"same": (np.zeros((1, 1, 4, 4), np.uint8), np.zeros(1, dtype=np.int64))}
+    condition = BY_NAME["real+aug+synthetic"].for_source("same")
+    held_first = int(np.flatnonzero(crossval.assign_folds(labels, 2) == 0)[0])
+    copies = {"same": np.array([held_first])}  # its one image copies a pool image that fold 1 holds out
+    with pytest.raises(AugmentError, match="fold 1 of 2: every image of the source 'same' copies"):
+        crossval.seed_correct(EvaluateConfig(folds=2, steps=1), 0, [condition], pool, sets, copies, 2, "cpu")

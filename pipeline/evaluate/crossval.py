@@ -85,6 +85,11 @@ def seed_predictions(config: EvaluateConfig, seed: int, conditions: list, pool: 
         held = fold == k
         train = (pool[0][~held], pool[1][~held])
         synthetic = [fold_pool(sets[c.source], copies.get(c.source), held) if c.synthetic else None for c in conditions]
+        for c, images in zip(conditions, synthetic):
+            if images is not None and len(images[1]) == 0:
+                raise AugmentError(f"fold {k + 1} of {config.folds}: every image of the source '{c.source}' copies one of "
+                                   "the fold's held-out images, so it has none left to train with; the source is made of "
+                                   "the dataset's own images")
         if batched:
             model = ensemble.train_ensemble(config, [(c.recipe, seed) for c in conditions], train, synthetic, num_classes, device)
             predicted = ensemble.predict(model, pool[0][held], device)
