@@ -25,6 +25,7 @@ RunnerOption = Annotated[Runner, typer.Option(help="Where fanned-out tasks (per-
 DaskAddressOption = Annotated[Optional[str], typer.Option(help="An existing Dask scheduler, e.g. tcp://host:8786 (with --runner dask); default: a LocalCluster on this machine.")]
 DaskWorkersOption = Annotated[Optional[int], typer.Option(help="Worker processes of the LocalCluster (1 thread each); default: one per CPU core.")]
 SyntheticOption = Annotated[Optional[list[str]], typer.Option("--synthetic", help="An outside synthetic source, NAME=FOLDER: an ImageFolder of the dataset's classes made elsewhere (a diffusion model, a renderer, another GAN), measured beside the others (repeatable; evaluate.sources).")]
+FoldsOption = Annotated[Optional[int], typer.Option(help=f"evaluate.folds: {config_module.help_for('evaluate.folds')}; 5 gives the recommendation five times the evidence of the validation split, for 5x the classifiers of its candidates.")]
 TorchThreadsOption = Annotated[Optional[int], typer.Option(help="torch threads per task with --runner dask; default 1 (one worker per core).")]
 CronOption = Annotated[str, typer.Option(help='Cron schedule of the runs, e.g. "0 3 * * *" (every day at 03:00).')]
 NameOption = Annotated[str, typer.Option(help="Deployment name; the deployment is augment/NAME.")]
@@ -82,6 +83,7 @@ def run(
     dask_workers: DaskWorkersOption = None,
     torch_threads: TorchThreadsOption = None,
     synthetic: SyntheticOption = None,
+    folds: FoldsOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config, the per-class plan, the disk and time estimates; write nothing.")] = False,
 ) -> None:
     """Run the whole pipeline (ingest, train, generate, evaluate) as a Prefect flow and print the result table."""
@@ -89,7 +91,7 @@ def run(
     from flows.runners import task_runner
     from pipeline import plan
 
-    overrides, config = _config_with_shorthands(dataset, per_class, params, set_, balance, synthetic)
+    overrides, config = _config_with_shorthands(dataset, per_class, params, set_, balance, synthetic, folds)
     task_runner(runner.value, dask_address, dask_workers, torch_threads)  # checks the options before anything starts
     use_dvc = dvc
     if use_dvc is None:  # by default DVC versions the run in a DVC project, unless --out names another folder
@@ -142,15 +144,14 @@ def evaluate_command(
     dask_address: DaskAddressOption = None,
     dask_workers: DaskWorkersOption = None,
     torch_threads: TorchThreadsOption = None,
-    folds: Annotated[Optional[int], typer.Option(help=f"evaluate.folds: {config_module.help_for('evaluate.folds')}; 5 gives the recommendation five times the evidence of the validation split, for 5x the classifiers of its candidates.")] = None,
+    folds: FoldsOption = None,
 ) -> None:
     """Measure synthetic images made elsewhere (a diffusion model, a renderer, another GAN) the way `run` measures its
     own: the same ingest, baselines, paired seeds and recommendation chosen on validation; no generator is trained."""
     from flows.runners import task_runner
     from pipeline import plan
 
-    shorthands = [f"evaluate.folds={folds}"] if folds is not None else []  # before --set: an explicit --set wins
-    _, config = _config_with_shorthands(dataset, None, params, shorthands + list(set_ or []), None, synthetic)
+    _, config = _config_with_shorthands(dataset, None, params, set_, None, synthetic, folds)
     task_runner(runner.value, dask_address, dask_workers, torch_threads)
     out_dir = out or Path("runs") / f"{Path(config.ingest.dataset).resolve().name}-evaluate"
     plan.preflight(config, out_dir)
@@ -187,7 +188,8 @@ def _print_plan(config: config_module.Config) -> None:
 
 def _config_with_shorthands(dataset: Optional[Path], per_class: Optional[int], params: Optional[Path],
                             set_: Optional[list[str]], balance: Optional[bool] = None,
-                            synthetic: Optional[list[str]] = None) -> tuple[list[str], config_module.Config]:
+                            synthetic: Optional[list[str]] = None,
+                            folds: Optional[int] = None) -> tuple[list[str], config_module.Config]:
     """The config from params + shorthands + --set, validated; each --synthetic NAME=FOLDER is added to the sources
     the params already name."""
     overrides = []  # shorthands first, so an explicit --set of the same key wins
@@ -199,6 +201,8 @@ def _config_with_shorthands(dataset: Optional[Path], per_class: Optional[int], p
         overrides.append(f"generate.balance={balance}")
         if balance and per_class is None:
             overrides.append("generate.per_class=0")  # no explicit target: up to the largest class
+    if folds is not None:
+        overrides.append(f"evaluate.folds={folds}")
     overrides += list(set_ or [])
     config = _load_config(params, overrides)
     if synthetic:
