@@ -102,7 +102,7 @@ def test_with_the_tools_own_gan_its_conditions_are_reported_but_not_cross_valida
     run = tmp_path / "run"
     shutil.copytree(finished_run, run, symlinks=True)
     dataset = storage.read_json_object(run / "config.json", ("ingest",))["ingest"]["dataset"]
-    config = tiny_config(dataset, "evaluate.rebalance=on", "evaluate.folds=2")
+    config = tiny_config(dataset, "evaluate.rebalance=on", "evaluate.folds=2", "evaluate.candidate_shares=")
     metrics = run_stage("evaluate", config, run)
     cv = metrics["recommendation"]["cross_validation"]
     assert {"real+synthetic", "real+aug+synthetic", "real+aug+topup"} <= set(cv["left_out"])
