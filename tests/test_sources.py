@@ -137,6 +137,8 @@ def test_outside_sources_are_measured_without_a_generator_and_exported(digits_di
     assert metrics["sources"]["noise"]["fidelity"]["frechet_distance"] > metrics["sources"]["extra"]["fidelity"]["frechet_distance"]
     # Bonferroni over every synthetic candidate: real+S, real+aug+S and real+aug+S@0.25 of each of the 2 sources
     assert metrics["recommendation"]["validation"]["gain"]["level"] == pytest.approx(1 - 0.05 / 6)
+    choice = metrics["recommendation"]  # the way to more evidence is named where it could change the answer
+    assert ("set evaluate.folds=5 (--folds 5)" in choice["reason"]) == (not choice["use_synthetic"])
     page = (run / "evaluation" / "report.html").read_text()
     assert "source &#x27;extra&#x27;" in page and "source &#x27;noise&#x27;" in page and "No generator was trained" in page
     headline = (run / "evaluation" / "headline.json").read_text()

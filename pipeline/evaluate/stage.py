@@ -416,6 +416,12 @@ def _recommendation(records: list[dict], conditions, config: EvaluateConfig, cla
             result["gain_vs"] = baseline
             result["gain"] = _gain(records, choice["setting"], baseline, classes)
         choice["test_result"] = result
+    outside_sources = {c.source for c in conditions if c.synthetic} - {crossval.OWN_SOURCE}
+    if not config.folds and outside_sources and not choice["use_synthetic"] and len(val_labels):
+        pool = len(real_labels) + len(val_labels)
+        choice["reason"] += (f"; to judge by all {pool} real images outside the test split instead of the {len(val_labels)} "
+                             "validation images, set evaluate.folds=5 (--folds 5): cross-validation, for 5x the "
+                             "classifiers of each candidate")
     return choice
 
 
