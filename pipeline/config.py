@@ -144,6 +144,11 @@ def _sources(value: str, _) -> str | None:
     return None
 
 
+def _source_names(value: str, _) -> str | None:
+    bad = [n.strip() for n in value.split(",") if n.strip() and not SOURCE_NAME.fullmatch(n.strip())]
+    return f"must be source names (lower case, digits, - and _), got {bad}" if bad else None
+
+
 def _folds(value: int, _) -> str | None:
     return None if value == 0 or 2 <= value <= 20 else f"must be 0 (off) or 2 to 20 folds, got {value}"
 
@@ -283,6 +288,12 @@ class EvaluateConfig:
                              "own GAN saw the training images, so its conditions are not candidates then; an outside "
                              "source's near copies of a fold's images are left out of that fold's training. See "
                              "[Cross-validated recommendation](how-it-works.md#cross-validated-recommendation).")
+    trained_on_data: str = option("", "outside sources whose generator was trained or fine-tuned on this dataset's images "
+                                  "(comma-separated names): with evaluate.folds they are not candidates, like the tool's own GAN",
+                                  rule=_source_names, accepts="source names",
+                                  more="Cross-validation holds out training images such a generator saw, which its images "
+                                       "could carry into the folds' training; on the validation split alone they are "
+                                       "judged as usual.")
     batched: Batched = option("auto", "train the built-in CNN's conditions of a seed as one ensemble (grouped "
                               "convolutions): on, off, or auto = on a GPU only", more="Each member keeps its seed's "
                               "initial weights, batches and augmentation draws; see [Performance](performance.md).")

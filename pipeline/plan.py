@@ -107,6 +107,11 @@ def preflight(config: Config, out_dir: str | Path, user_code: bool = True) -> No
                                                                 config.ingest.image_size, 3))
     for name, folder in parse_sources(config.evaluate.sources).items():  # a missing folder or unknown class, now
         sources.scan(name, folder, sorted(classes))
+    if config.evaluate.folds:  # refused now, not after the generator trained
+        crossval.check_sources(config.evaluate, {crossval.OWN_SOURCE, *parse_sources(config.evaluate.sources)})
+        counts = split_counts(config)
+        crossval.check_pool(np.repeat(np.arange(len(counts)), [c["train"] + c["val"] for c in counts.values()]),
+                            list(counts), config.evaluate.folds)
     if user_code:
         check_model(config.evaluate, _channels(config), len(classes), config.ingest.image_size)
 

@@ -82,7 +82,8 @@ def _feature_space(config: Config, arrays: dict, held_out: dict) -> dict:
     distances, _ = NearestNeighbors(n_neighbors=1).fit(held_out_features).kneighbors(embed(model, real[0], device))
     threshold = NEAR_COPY * float(distances[:, 0].min())
     return {"model": model, "device": device, "held_out": held_out_features, "threshold": threshold,
-            "train": embed(model, real[0], device)}
+            "train": embed(model, real[0], device),
+            "train_hashes": {ingest.pixel_hash(p): i for i, p in enumerate(real[0])}}
 
 
 def _read_source(config: Config, name: str, folder: str, classes: list[str], arrays: dict, held_out: dict,
@@ -146,6 +147,8 @@ def _training_copies(pixels: np.ndarray, features: dict) -> np.ndarray:
         distance, index = NearestNeighbors(n_neighbors=1).fit(features["train"]).kneighbors(embedded)
         near = distance[:, 0] < features["threshold"]
         copies[near] = index[near, 0]
+    for i, image in enumerate(pixels):  # the same pixels: whatever the features say
+        copies[i] = features["train_hashes"].get(ingest.pixel_hash(image), copies[i])
     return copies
 
 

@@ -98,21 +98,41 @@ def test_folds_is_zero_or_two_to_twenty():
             tiny_config(".", f"evaluate.folds={bad}")
 
 
-def test_with_the_tools_own_gan_its_conditions_are_reported_but_not_cross_validated(finished_run, tmp_path):
+def test_generators_trained_on_the_data_are_reported_but_not_cross_validated(finished_run, tmp_path):
+    """The tool's own GAN, and an outside source named in evaluate.trained_on_data, saw the training images that the
+    folds hold out: their conditions are trained and tested, never candidates. Without any other source, or with a
+    name that is not a source, the evaluation is refused before it trains."""
     run = tmp_path / "run"
     shutil.copytree(finished_run, run, symlinks=True)
     dataset = storage.read_json_object(run / "config.json", ("ingest",))["ingest"]["dataset"]
-    config = tiny_config(dataset, "evaluate.rebalance=on", "evaluate.folds=2", "evaluate.candidate_shares=")
+    more = export_digits(tmp_path / "more" / "digits", per_class=30)
+    extra = tmp_path / "extra"
+    for c in range(10):
+        shutil.copytree(more / str(c), extra / str(c), ignore=lambda folder, names: sorted(names)[:20])
+    shutil.copytree(finished_run / "synthetic", tmp_path / "tuned")  # as if a GAN fine-tuned on this data made them
+    base = ["evaluate.rebalance=on", "evaluate.folds=2", "evaluate.candidate_shares="]
+    config = tiny_config(dataset, *base, f"evaluate.sources=extra={extra}, tuned={tmp_path / 'tuned'}",
+                         "evaluate.trained_on_data=tuned")
+    run_stage("sources", config, run)
     metrics = run_stage("evaluate", config, run)
     cv = metrics["recommendation"]["cross_validation"]
-    assert {"real+synthetic", "real+aug+synthetic", "real+aug+topup"} <= set(cv["left_out"])
-    assert "trained on the training images" in cv["why_left_out"]
+    assert {"real+synthetic", "real+aug+synthetic", "real+aug+topup", "real+tuned", "real+aug+tuned",
+            "real+aug+topup-tuned"} <= set(cv["left_out"])
+    assert "the tool's own GAN, source 'tuned'" in cv["why_left_out"]
     judged = metrics["recommendation"]["validation"]["accuracy"]
-    assert "real+aug+resampled" in judged and not set(cv["left_out"]) & set(judged)
-    assert "real+aug+synthetic" in metrics["conditions"]  # still trained and tested, only not a candidate
+    assert {"real+aug+resampled", "real+aug+extra", "real+aug+topup-extra"} <= set(judged)
+    assert not set(cv["left_out"]) & set(judged)
+    assert {"real+aug+synthetic", "real+aug+tuned"} <= set(metrics["conditions"])  # still trained and tested
     page = (run / "evaluation" / "report.html").read_text()
     assert "Chosen on the cross-validated images" in page and "Not candidates: real+synthetic" in page
-
+    alone = tmp_path / "alone"  # the finished run as it was: the tool's own GAN and no outside source
+    shutil.copytree(finished_run, alone, symlinks=True)
+    with pytest.raises(AugmentError, match="cross-validates outside synthetic sources, and this evaluation has none"):
+        run_stage("evaluate", tiny_config(dataset, *base), alone)
+    with pytest.raises(AugmentError, match="evaluate.trained_on_data names nope, not among the outside sources"):
+        run_stage("evaluate", tiny_config(dataset, *base, f"evaluate.sources=extra={extra}",
+                                          "evaluate.trained_on_data=nope"), run)
+    assert (run / "evaluation" / "metrics.json").is_file()
 
 def test_the_dry_run_plan_counts_the_fold_classifiers(digits_dir, tmp_path):
     from pipeline import plan

@@ -11,7 +11,9 @@ as it weighs validation images: a seeds x images matrix of 0/1, its crossed inte
 What it must not see, and does not:
 - the test images: never in the pool;
 - the tool's own GAN's images: that GAN was trained on the training images, so a fold's held-out images were seen by
-  it, and its images could carry them into the fold's training. Its conditions are left out (stated in the result);
+  it, and its images could carry them into the fold's training. Its conditions are left out (stated in the result),
+  and so are those of every outside source named in evaluate.trained_on_data (a generator trained or fine-tuned on
+  this dataset: only the user knows);
 - an outside source's copies of a pool image (sources.training_copies): left out of the training of the fold that
   holds that image out, so a source cannot win by containing the images that judge it.
 The folds' classifiers train on (k-1)/k of the pool: with k = 5 as many images as the run's own classifiers."""
@@ -29,8 +31,10 @@ OWN_SOURCE = "synthetic"  # the tool's own generator's images
 
 
 def assign_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
-    """Each image's fold in 0..folds-1: every class's images shuffled (by `seed`) and dealt round-robin, so every
-    fold holds a class's images in proportion (class-stratified) and the split never depends on the candidates."""
+    """Each image's fold in 0..folds-1: every class's images shuffled (by `seed`: the classifier seed, so which images
+    share a fold changes from seed to seed and that noise lands in the seed-to-seed variance the interval counts)
+    and dealt round-robin, so every fold holds a class's images in proportion (class-stratified); the split never
+    depends on the candidates, so they stay paired within a seed."""
     rng = np.random.default_rng(seed)
     fold = np.empty(len(labels), dtype=np.int64)
     start = 0
@@ -50,12 +54,32 @@ def check_pool(labels: np.ndarray, classes: list[str], folds: int) -> None:
                            f"too few in: {', '.join(small)}. Lower evaluate.folds or set it to 0 (the validation split)")
 
 
-def candidates(conditions) -> tuple[list, list]:
-    """(cross-validated candidates, left out): the conditions that train on real images, but not on the tool's own
-    GAN's images (see the module's docstring)."""
+def trained_on_data(config: EvaluateConfig) -> frozenset[str]:
+    """The sources whose generator saw this dataset's training images: the tool's own, and every outside source
+    named in evaluate.trained_on_data."""
+    return frozenset({OWN_SOURCE, *(n.strip() for n in config.trained_on_data.split(",") if n.strip())})
+
+
+def check_sources(config: EvaluateConfig, sources: set[str]) -> None:
+    """With evaluate.folds: cross-validation judges outside sources only (the tool's own GAN saw the training images),
+    and evaluate.trained_on_data may only name sources of this evaluation."""
+    named = trained_on_data(config) - {OWN_SOURCE}
+    unknown = sorted(named - sources)
+    if unknown:
+        raise AugmentError(f"evaluate.trained_on_data names {', '.join(unknown)}, not among the outside sources "
+                           f"({', '.join(sorted(sources - {OWN_SOURCE})) or 'none'})")
+    if not sources - trained_on_data(config):
+        raise AugmentError(f"evaluate.folds={config.folds} cross-validates outside synthetic sources, and this evaluation has "
+                           "none that was not trained on the dataset (the tool's own GAN saw the training images, so its "
+                           "images cannot be cross-validated); add --synthetic NAME=FOLDER, or set evaluate.folds to 0")
+
+
+def candidates(conditions, trained_on: frozenset[str] = frozenset({OWN_SOURCE})) -> tuple[list, list]:
+    """(cross-validated candidates, left out): the conditions that train on real images, but not on the images of a
+    generator that saw the training images (see the module's docstring)."""
     real = [c for c in conditions if c.real]
-    return [c for c in real if not (c.synthetic and c.source == OWN_SOURCE)], \
-           [c for c in real if c.synthetic and c.source == OWN_SOURCE]
+    return [c for c in real if not (c.synthetic and c.source in trained_on)], \
+           [c for c in real if c.synthetic and c.source in trained_on]
 
 
 def fold_pool(images: tuple[np.ndarray, np.ndarray], copies: np.ndarray | None, held_out: np.ndarray) -> tuple:
@@ -78,7 +102,7 @@ def seed_predictions(config: EvaluateConfig, seed: int, conditions: list, pool: 
                      also: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """seed_correct, and each fold's classifiers' predicted classes of the images `also` (condition name ->
     folds x len(also); a benchmark's test images: never part of the choice)."""
-    fold = assign_folds(pool[1], config.folds)
+    fold = assign_folds(pool[1], config.folds, seed)
     correct = {c.name: np.zeros(len(pool[1]), dtype=bool) for c in conditions}
     extra = {c.name: np.zeros((config.folds, 0 if also is None else len(also)), dtype=np.int64) for c in conditions}
     for k in range(config.folds):

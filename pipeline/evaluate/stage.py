@@ -149,7 +149,7 @@ def _seed_records(config: EvaluateConfig, seed: int, inputs: tuple, device, copi
         records, feature_model = _seed_records_serial(config, seed, inputs, conditions, device)
     if config.folds:
         clock = time.perf_counter()
-        chosen, _ = crossval.candidates(conditions)
+        chosen, _ = crossval.candidates(conditions, crossval.trained_on_data(config))
         pool = (np.concatenate([real[0], val[0]]), np.concatenate([real[1], val[1]]))
         correct = crossval.seed_correct(config, seed, chosen, pool, sets, copies or {}, len(classes), device,
                                         batched(config, device))
@@ -224,6 +224,7 @@ def _prepare_folds(config: EvaluateConfig, inputs: tuple, sources_dir) -> dict[s
         return {}
     classes, real, val, _, sets = inputs
     crossval.check_pool(np.concatenate([real[1], val[1]]), classes, config.folds)
+    crossval.check_sources(config, set(sets))
     return load_copies(config, sources_dir, sets)
 
 
@@ -390,7 +391,8 @@ def _recommendation(records: list[dict], conditions, config: EvaluateConfig, cla
                     real_labels: np.ndarray, val_labels: np.ndarray) -> dict:
     """Chosen on validation among the conditions that train on real images (with evaluate.folds: cross-validated
     over the training and validation images, see crossval); then its TEST result, reported only."""
-    candidates, left_out = crossval.candidates(conditions) if config.folds else ([c for c in conditions if c.real], [])
+    trained_on = crossval.trained_on_data(config)
+    candidates, left_out = crossval.candidates(conditions, trained_on) if config.folds else ([c for c in conditions if c.real], [])
     field, judged = ("cv_correct", np.concatenate([real_labels, val_labels])) if config.folds else ("val_correct", val_labels)
     by_seed = lambda name: sorted((r for r in records if r["condition"] == name), key=lambda r: r["seed"])
     choice = recommend({c.name: np.array([r[field] for r in by_seed(c.name)], dtype=float) for c in candidates},
@@ -405,9 +407,9 @@ def _recommendation(records: list[dict], conditions, config: EvaluateConfig, cla
             "folds": config.folds, "n_images": int(len(judged)),
             "seconds": round(sum(r.get("cv_seconds", 0.0) for r in records), 1),
             "left_out": [c.name for c in left_out],
-            "why_left_out": ("the tool's own GAN was trained on the training images, so each fold's held-out images were "
-                             "seen by it: its conditions are not candidates (their test results are still reported)")
-                            if left_out else None}
+            "why_left_out": (f"their images come from a generator trained on the training images ({_makers(left_out)}), "
+                             "so each fold's held-out images were seen by it: they are not candidates (their test results "
+                             "are still reported)") if left_out else None}
     if choice["setting"] is not None:
         chosen = by_seed(choice["setting"])
         result = {"setting": choice["setting"], **summarize([r["accuracy"] for r in chosen])}
@@ -416,13 +418,20 @@ def _recommendation(records: list[dict], conditions, config: EvaluateConfig, cla
             result["gain_vs"] = baseline
             result["gain"] = _gain(records, choice["setting"], baseline, classes)
         choice["test_result"] = result
-    outside_sources = {c.source for c in conditions if c.synthetic} - {crossval.OWN_SOURCE}
-    if not config.folds and outside_sources and not choice["use_synthetic"] and len(val_labels):
+    outside_sources = {c.source for c in conditions if c.synthetic} - trained_on
+    smallest = int(np.bincount(np.concatenate([real_labels, val_labels]), minlength=len(classes)).min())
+    if (not config.folds and outside_sources and not choice["use_synthetic"] and not choice.get("inconclusive")
+            and len(val_labels) and smallest >= 5):
         pool = len(real_labels) + len(val_labels)
-        choice["reason"] += (f"; to judge by all {pool} real images outside the test split instead of the {len(val_labels)} "
-                             "validation images, set evaluate.folds=5 (--folds 5): cross-validation, for 5x the "
-                             "classifiers of each candidate")
+        choice["reason"] += (f"; to judge the outside sources by all {pool} real images outside the test split instead of "
+                             f"the {len(val_labels)} validation images, set evaluate.folds=5 (--folds 5): cross-validation, "
+                             "which trains 5 more classifiers per seed for each candidate")
     return choice
+
+
+def _makers(conditions) -> str:
+    own = ["the tool's own GAN"] if any(c.source == crossval.OWN_SOURCE for c in conditions) else []
+    return ", ".join(own + sorted({f"source '{c.source}'" for c in conditions if c.source != crossval.OWN_SOURCE}))
 
 
 def nearest_file(source: str) -> str:
