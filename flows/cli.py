@@ -25,7 +25,7 @@ RunnerOption = Annotated[Runner, typer.Option(help="Where fanned-out tasks (per-
 DaskAddressOption = Annotated[Optional[str], typer.Option(help="An existing Dask scheduler, e.g. tcp://host:8786 (with --runner dask); default: a LocalCluster on this machine.")]
 DaskWorkersOption = Annotated[Optional[int], typer.Option(help="Worker processes of the LocalCluster (1 thread each); default: one per CPU core.")]
 SyntheticOption = Annotated[Optional[list[str]], typer.Option("--synthetic", help="An outside synthetic source, NAME=FOLDER: an ImageFolder of the dataset's classes made elsewhere (a diffusion model, a renderer, another GAN), measured beside the others (repeatable; evaluate.sources).")]
-FoldsOption = Annotated[Optional[int], typer.Option(help=f"evaluate.folds: {config_module.help_for('evaluate.folds')}; 5 gives the recommendation five times the evidence of the validation split, for 5x the classifiers of its candidates.")]
+FoldsOption = Annotated[Optional[int], typer.Option(help=f"evaluate.folds: {config_module.help_for('evaluate.folds')}; 5 judges by every real image outside the test split (five times the validation split), for 6x the classifiers of each candidate; outside sources only.")]
 TorchThreadsOption = Annotated[Optional[int], typer.Option(help="torch threads per task with --runner dask; default 1 (one worker per core).")]
 CronOption = Annotated[str, typer.Option(help='Cron schedule of the runs, e.g. "0 3 * * *" (every day at 03:00).')]
 NameOption = Annotated[str, typer.Option(help="Deployment name; the deployment is augment/NAME.")]
@@ -147,7 +147,7 @@ def evaluate_command(
     folds: FoldsOption = None,
 ) -> None:
     """Measure synthetic images made elsewhere (a diffusion model, a renderer, another GAN) the way `run` measures its
-    own: the same ingest, baselines, paired seeds and recommendation chosen on validation; no generator is trained."""
+    own: the same ingest, baselines, paired seeds and recommendation chosen on validation (or, with --folds, by cross-validation); no generator is trained."""
     from flows.runners import task_runner
     from pipeline import plan
 

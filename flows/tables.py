@@ -16,7 +16,8 @@ def result_rows(metrics: dict) -> list[list[str]]:
         tested = f"{100 * result['mean']:.2f}" if result else "n/a"
         advice = ("INCONCLUSIVE: no synthetic data recommended" if choice.get("inconclusive") else
                   "USE synthetic data" if choice["use_synthetic"] else "do NOT use synthetic data")
-        rows.append([f"recommendation: {choice['setting'] or 'none'}", tested, f"{advice} (chosen on validation)"])
+        chosen = "by cross-validation" if choice.get("cross_validation") else "on validation"
+        rows.append([f"recommendation: {choice['setting'] or 'none'}", tested, f"{advice} (chosen {chosen})"])
         rows.append(["why", "", choice["reason"]])
     for name, gain in metrics["gain"].items():
         treated, baseline = name.split("_vs_")

@@ -283,10 +283,11 @@ class EvaluateConfig:
     folds: int = option(0, "choose the recommendation by k-fold cross-validation over the real training and validation "
                         "images (0 = on the validation split alone)", rule=_folds, accepts="0, or 2 to 20",
                         more="Each condition trains on k-1 folds and is scored on the one left out, for every seed: every "
-                             "real image outside the test split judges, not only the validation fifth (5 folds train on as "
-                             "many images as a run does). It costs folds x seeds x candidates more classifiers. The tool's "
-                             "own GAN saw the training images, so its conditions are not candidates then; an outside "
-                             "source's near copies of a fold's images are left out of that fold's training. See "
+                             "real image outside the test split judges, not only the validation fifth (with "
+                             "ingest.val_fraction 0.2, 5 folds train on as many images as a run does). It costs folds x "
+                             "seeds x candidates more classifiers. The tool's own GAN saw the training images, so its "
+                             "conditions are not candidates then (nor those of evaluate.trained_on_data); an outside "
+                             "source's copies of a fold's images are left out of that fold's training. See "
                              "[Cross-validated recommendation](how-it-works.md#cross-validated-recommendation).")
     trained_on_data: str = option("", "outside sources whose generator was trained or fine-tuned on this dataset's images "
                                   "(comma-separated names): with evaluate.folds they are not candidates, like the tool's own GAN",

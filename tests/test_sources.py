@@ -165,15 +165,19 @@ def test_augment_evaluate_through_prefect_with_three_sources(digits_dir, more_di
     sets = [item for override in TINY for item in ("--set", override)]
     command = [str(BIN / "augment"), "evaluate", "--dataset", str(digits_dir), "--out", str(tmp_path / "run"),
                "--synthetic", f"extra={extra}", "--synthetic", f"noise={rubbish}",
-               "--synthetic", f"ours={finished_run / 'synthetic'}", "--folds", "2", *sets]
+               "--synthetic", f"ours={finished_run / 'synthetic'}", "--folds", "2",
+               "--set", "evaluate.trained_on_data=ours", *sets]  # ours: a GAN trained on (nearly) these digits
     result = subprocess.run(command, env=server_env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "real+aug+extra vs real+aug" in result.stdout and "real+aug+ours vs real+aug" in result.stdout
     metrics = storage.read_json(tmp_path / "run" / "evaluation" / "metrics.json")
     assert set(metrics["sources"]) == {"extra", "noise", "ours"} and not (tmp_path / "run" / "gan").exists()
-    cv = metrics["recommendation"]["cross_validation"]  # --folds 2: chosen by cross-validation, every source a candidate
-    assert cv["folds"] == 2 and cv["left_out"] == [] and "2-fold cross-validation" in metrics["recommendation"]["reason"]
-    assert {"real+aug+extra", "real+aug+noise", "real+aug+ours"} <= set(metrics["recommendation"]["validation"]["accuracy"])
+    cv = metrics["recommendation"]["cross_validation"]  # --folds 2: chosen by cross-validation; ours is not a candidate
+    assert cv["folds"] == 2 and "2-fold cross-validation" in metrics["recommendation"]["reason"]
+    assert {"real+ours", "real+aug+ours"} <= set(cv["left_out"]) and "source 'ours'" in cv["why_left_out"]
+    judged = set(metrics["recommendation"]["validation"]["accuracy"])
+    assert {"real+aug+extra", "real+aug+noise"} <= judged and not judged & set(cv["left_out"])
+    assert "(chosen by cross-validation)" in result.stdout
     config = storage.read_json(tmp_path / "run" / "config.json")
     assert all(Path(folder.split("=")[1]).is_absolute() for folder in config["evaluate"]["sources"].split(", "))
     assert storage.sha256_file(next((extra / "3").iterdir())) == before
