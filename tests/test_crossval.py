@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import tiny_config
 from pipeline import storage
@@ -157,3 +158,22 @@ def test_a_source_left_empty_by_a_fold_is_a_clear_error():
     copies = {"same": np.array([held_first])}  # its one image copies a pool image that fold 1 holds out
     with pytest.raises(AugmentError, match="fold 1 of 2: every image of the source 'same' copies"):
         crossval.seed_correct(EvaluateConfig(folds=2, steps=1), 0, [condition], pool, sets, copies, 2, "cpu")
+
+
+def test_the_batched_path_cross_validates_as_the_serial_one(digits_dir, tmp_path):
+    """One candidate per ensemble trains bit for bit as alone (tests/test_ensemble.py), so the folds' 0/1 must agree,
+    copies of held-out images left out the same way on both paths."""
+    from pipeline import ingest
+    from pipeline.evaluate.conditions import BY_NAME
+
+    ingest.run(tiny_config(digits_dir).ingest, tmp_path / "ingest")
+    arrays = storage.load_arrays(tmp_path / "ingest")
+    pool = (np.concatenate([arrays["train_images"], arrays["val_images"]]),
+            np.concatenate([arrays["train_labels"], arrays["val_labels"]]))
+    sets = {"other": (arrays["test_images"], arrays["test_labels"])}  # any images of the classes will do here
+    copies = {"other": np.where(np.arange(len(arrays["test_labels"])) % 3 == 0, np.arange(len(arrays["test_labels"])) % 40, -1)}
+    condition = BY_NAME["real+aug+synthetic"].for_source("other")
+    config = EvaluateConfig(folds=3, steps=12, batch_size=32)
+    serial = crossval.seed_correct(config, 4, [condition], pool, sets, copies, 10, torch.device("cpu"))
+    batched = crossval.seed_correct(config, 4, [condition], pool, sets, copies, 10, torch.device("cpu"), batched=True)
+    assert np.array_equal(serial[condition.name], batched[condition.name]) and serial[condition.name].any()
