@@ -29,7 +29,6 @@ Writes benchmarks/results/cv_recommendation.{json,md} after every draw (partial 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from pipeline import config as config_module  # noqa: E402
 from pipeline import storage  # noqa: E402
@@ -52,6 +52,7 @@ from pipeline.evaluate.conditions import conditions_for  # noqa: E402
 from pipeline.evaluate.recommend import recommend  # noqa: E402
 from pipeline.metrics.stats import crossed_gain, verdict  # noqa: E402
 from pipeline.stages import run_stage  # noqa: E402
+from imbalanced_split import link_files  # noqa: E402  (benchmarks/ beside this file: hard links, copies across devices)
 
 SHARED = ROOT.parent / "shared"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -73,20 +74,12 @@ def partition(mnist: Path) -> dict[str, dict[str, list[Path]]]:
     return parts
 
 
-def link(files: list[Path], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        target = folder / path.name
-        if not target.exists():
-            os.link(path, target)
-
-
 def draw_dataset(parts: dict, draw: int, folder: Path) -> Path:
     for name, part in parts.items():
         files = list(part["rest"])
         random.Random(f"draw{draw}:{name}").shuffle(files)
-        link(files[:TRAIN_PER_CLASS], folder / "train" / name)
-        link(files[TRAIN_PER_CLASS:TRAIN_PER_CLASS + TEST_PER_CLASS], folder / "test" / name)
+        link_files(files[:TRAIN_PER_CLASS], folder / "train" / name)
+        link_files(files[TRAIN_PER_CLASS:TRAIN_PER_CLASS + TEST_PER_CLASS], folder / "test" / name)
     return folder
 
 
@@ -223,7 +216,7 @@ def main() -> None:
         sys.exit(f"{args.mnist} not found: this benchmark needs ../shared/data/mnist10k")
     parts = partition(args.mnist)
     for name, part in parts.items():
-        link(part["extra"], args.work / "extra" / name)
+        link_files(part["extra"], args.work / "extra" / name)
     command = (f"python benchmarks/cv_recommendation.py --draws {args.draws} --seeds {args.seeds} --threads {args.threads} "
                f"--ours {args.ours}" + (f" --folds {args.folds}" if args.folds != 5 else "")
                + "".join(f" --set {o}" for o in args.overrides))
