@@ -94,17 +94,8 @@ def seed_correct(config: EvaluateConfig, seed: int, conditions: list, pool: tupl
                  sets: dict, copies: dict, num_classes: int, device, batched: bool = False) -> dict[str, np.ndarray]:
     """condition name -> 0/1 per pool image: the condition's classifier of this seed trained on the other folds,
     right or wrong on the image. copies: source -> pool index each image copies (-1 none)."""
-    return seed_predictions(config, seed, conditions, pool, sets, copies, num_classes, device, batched)[0]
-
-
-def seed_predictions(config: EvaluateConfig, seed: int, conditions: list, pool: tuple[np.ndarray, np.ndarray],
-                     sets: dict, copies: dict, num_classes: int, device, batched: bool = False,
-                     also: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """seed_correct, and each fold's classifiers' predicted classes of the images `also` (condition name ->
-    folds x len(also); a benchmark's test images: never part of the choice)."""
     fold = assign_folds(pool[1], config.folds, seed)
     correct = {c.name: np.zeros(len(pool[1]), dtype=bool) for c in conditions}
-    extra = {c.name: np.zeros((config.folds, 0 if also is None else len(also)), dtype=np.int64) for c in conditions}
     for k in range(config.folds):
         held = fold == k
         train = (pool[0][~held], pool[1][~held])
@@ -117,15 +108,11 @@ def seed_predictions(config: EvaluateConfig, seed: int, conditions: list, pool: 
         if batched:
             model = ensemble.train_ensemble(config, [(c.recipe, seed) for c in conditions], train, synthetic, num_classes, device)
             predicted = ensemble.predict(model, pool[0][held], device)
-            other = ensemble.predict(model, also, device) if also is not None else None
         else:
-            models = [train_classifier(config, c.recipe, seed, train, s, num_classes, device) for c, s in zip(conditions, synthetic)]
-            predicted = [predict(m, pool[0][held], device) for m in models]
-            other = [predict(m, also, device) for m in models] if also is not None else None
-        for m, (c, p) in enumerate(zip(conditions, predicted)):
+            predicted = [predict(train_classifier(config, c.recipe, seed, train, s, num_classes, device), pool[0][held], device)
+                         for c, s in zip(conditions, synthetic)]
+        for c, p in zip(conditions, predicted):
             correct[c.name][held] = p == pool[1][held]
-            if other is not None:
-                extra[c.name][k] = other[m]
         logger.info("seed %d fold %d/%d: %s", seed, k + 1, config.folds,
                     ", ".join(f"{c.name} {np.mean(p == pool[1][held]):.3f}" for c, p in zip(conditions, predicted)))
-    return correct, extra
+    return correct
