@@ -49,7 +49,7 @@ from pipeline.device import pick_device  # noqa: E402
 from pipeline.evaluate import crossval  # noqa: E402
 from pipeline.evaluate import stage as evaluate_stage  # noqa: E402
 from pipeline.evaluate.conditions import conditions_for  # noqa: E402
-from pipeline.evaluate.recommend import recommend  # noqa: E402
+from pipeline.evaluate.recommend import class_weights, recommend  # noqa: E402
 from pipeline.metrics.stats import crossed_gain, verdict  # noqa: E402
 from pipeline.stages import run_stage  # noqa: E402
 from imbalanced_split import link_files  # noqa: E402  (benchmarks/ beside this file: hard links, copies across devices)
@@ -92,8 +92,7 @@ def judge(matrices: dict[str, np.ndarray], labels: np.ndarray, level: float) -> 
     names = list(matrices)
     choice = recommend(matrices, {n: 0.0 if n == BASELINE else 0.5 for n in names}, {n: True for n in names},
                        val_labels=labels)
-    _, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    weight = len(labels) / (len(counts) * counts[index])
+    weight = class_weights(labels)
     per_source = {s: gain_summary(crossed_gain(weight[None, :] * (matrices[f"real+aug+{s}"] - matrices[BASELINE]), level))
                   for s in SOURCES}
     return {"setting": choice["setting"], "use_synthetic": choice["use_synthetic"], "reason": choice["reason"],

@@ -144,8 +144,13 @@ def _sources(value: str, _) -> str | None:
     return None
 
 
+def parse_names(text: str) -> list[str]:
+    """'a, b' -> ['a', 'b'] (empty parts dropped)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _source_names(value: str, _) -> str | None:
-    bad = [n.strip() for n in value.split(",") if n.strip() and not SOURCE_NAME.fullmatch(n.strip())]
+    bad = [n for n in parse_names(value) if not SOURCE_NAME.fullmatch(n)]
     return f"must be source names (lower case, digits, - and _), got {bad}" if bad else None
 
 

@@ -25,10 +25,10 @@ from pipeline.gan.step import GanStep, draw_batch, optimizers
 PNG_SECONDS = 1 / 800  # writing one small PNG on this project's 2-core CPU (benchmarks/results/gpu_check_cpu.md)
 
 
-def split_counts(config: Config) -> dict[str, dict[str, int]]:
+def split_counts(config: Config, scanned: tuple | None = None) -> dict[str, dict[str, int]]:
     """Per class: train, val and test images as ingest would split the files (before undecodable files and
-    duplicates are dropped, which only ingest can see)."""
-    candidates, has_split = ingest.scan(config.ingest.dataset)
+    duplicates are dropped, which only ingest can see); scanned: ingest.scan's result when the caller has it."""
+    candidates, has_split = scanned or ingest.scan(config.ingest.dataset)
     classes = sorted({c.label for c in candidates if c.split != "test"})
     labels = np.array([classes.index(c.label) if c.label in classes else -1 for c in candidates])
     if has_split:
@@ -100,7 +100,8 @@ def preflight(config: Config, out_dir: str | Path, user_code: bool = True) -> No
     """What can be checked before any folder is written and before a Prefect server starts: the dataset's layout
     (class folders, at least two classes), the disk the synthetic set needs under out_dir, and (user_code) that
     evaluate.model builds and classifies this data's images, which imports a module:function model."""
-    candidates, _ = ingest.scan(config.ingest.dataset)
+    scanned = ingest.scan(config.ingest.dataset)
+    candidates = scanned[0]
     classes = {c.label for c in candidates if c.split != "test"}
     largest = max(Counter(c.label for c in candidates).values())  # bounds a balanced run's top-up per class
     generate.check_disk_space(out_dir, generate.estimated_bytes(max(config.generate.per_class, largest), len(classes),
@@ -109,7 +110,7 @@ def preflight(config: Config, out_dir: str | Path, user_code: bool = True) -> No
         sources.scan(name, folder, sorted(classes))
     if config.evaluate.folds:  # refused now, not after the generator trained
         crossval.check_sources(config.evaluate, {crossval.OWN_SOURCE, *parse_sources(config.evaluate.sources)})
-        counts = split_counts(config)
+        counts = split_counts(config, scanned)
         crossval.check_pool(np.repeat(np.arange(len(counts)), [c["train"] + c["val"] for c in counts.values()]),
                             list(counts), config.evaluate.folds)
     if user_code:

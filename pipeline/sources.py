@@ -94,7 +94,10 @@ def _read_source(config: Config, name: str, folder: str, classes: list[str], arr
     pixels = ingest.to_channels(np.stack(images), "gray" if channels == 1 else "rgb") if images else \
         np.zeros((0, channels, config.ingest.image_size, config.ingest.image_size), np.uint8)
     labels = np.array([classes.index(c.label) for c in kept], dtype=np.int64)
-    excluded = _leaks(pixels, held_out, features)
+    # Each image hashed and embedded once: both the leak check and the training-copy index read them.
+    hashes = [ingest.pixel_hash(p) for p in pixels]
+    embedded = embed(features["model"], pixels, features["device"]) if len(pixels) else np.zeros((0, 1), np.float32)
+    excluded = _leaks(hashes, embedded, held_out, features)
     rows = [[c.relative, c.label, excluded.get(i, "kept")] for i, c in enumerate(kept)]
     keep = np.array([i not in excluded for i in range(len(kept))], dtype=bool)
     storage.write_csv(out / "quarantine.csv", ["file", "class", "reason"], quarantine)  # before a refusal names it
@@ -105,7 +108,7 @@ def _read_source(config: Config, name: str, folder: str, classes: list[str], arr
                            "dataset's validation or test images; refused (it would fake a gain on exactly the images "
                            "that judge it)")
     storage.save_arrays(out, images=pixels[keep], labels=labels[keep], classes=np.array(classes),
-                        copies=_training_copies(pixels[keep], features))
+                        copies=_training_copies([h for h, k in zip(hashes, keep) if k], embedded[keep], features))
     storage.write_csv(out / "manifest.csv", ["file", "class", "status"], rows)
     counts = np.bincount(labels[keep], minlength=len(classes))
     missing = [c for c, n in zip(classes, counts) if n == 0]
@@ -120,16 +123,15 @@ def _read_source(config: Config, name: str, folder: str, classes: list[str], arr
             "excluded": [{"file": kept[i].relative, "reason": reason} for i, reason in sorted(excluded.items())]}
 
 
-def _leaks(pixels: np.ndarray, held_out: dict, features: dict) -> dict[int, str]:
-    """Row -> why it is excluded: the same pixels as a held-out image, or nearer to one than the near-copy threshold
-    (see _feature_space)."""
+def _leaks(hashes: list[str], embedded: np.ndarray, held_out: dict, features: dict) -> dict[int, str]:
+    """Row -> why it is excluded: the same pixels as a held-out image (hashes: ingest's pixel hash of each row), or
+    nearer to one than the near-copy threshold in the copy check's features (embedded; see _feature_space)."""
     found = {}
-    for i, image in enumerate(pixels):
-        match = held_out["hashes"].get(ingest.pixel_hash(image))
+    for i, digest in enumerate(hashes):
+        match = held_out["hashes"].get(digest)
         if match is not None:
             found[i] = f"the same pixels as a {held_out['kinds'][match]} image"
-    if len(pixels):
-        embedded = embed(features["model"], pixels, features["device"])
+    if len(hashes):
         distance, index = NearestNeighbors(n_neighbors=1).fit(features["held_out"]).kneighbors(embedded)
         for i in np.flatnonzero(distance[:, 0] < features["threshold"]):
             found.setdefault(int(i), f"a near copy of a {held_out['kinds'][int(index[i, 0])]} image "
@@ -137,18 +139,17 @@ def _leaks(pixels: np.ndarray, held_out: dict, features: dict) -> dict[int, str]
     return found
 
 
-def _training_copies(pixels: np.ndarray, features: dict) -> np.ndarray:
+def _training_copies(hashes: list[str], embedded: np.ndarray, features: dict) -> np.ndarray:
     """For each image, the index of the real TRAINING image it copies (the same pixels, or nearer than the near-copy
     threshold), else -1. Kept in the source (a copy of a training image helps no more than that image), but a
     cross-validated recommendation leaves it out of the fold that holds that image out (evaluate.folds)."""
-    copies = np.full(len(pixels), -1, dtype=np.int64)
-    if len(pixels) and len(features["train"]):
-        embedded = embed(features["model"], pixels, features["device"])
+    copies = np.full(len(hashes), -1, dtype=np.int64)
+    if len(hashes) and len(features["train"]):
         distance, index = NearestNeighbors(n_neighbors=1).fit(features["train"]).kneighbors(embedded)
         near = distance[:, 0] < features["threshold"]
         copies[near] = index[near, 0]
-    for i, image in enumerate(pixels):  # the same pixels: whatever the features say
-        copies[i] = features["train_hashes"].get(ingest.pixel_hash(image), copies[i])
+    for i, digest in enumerate(hashes):  # the same pixels: whatever the features say
+        copies[i] = features["train_hashes"].get(digest, copies[i])
     return copies
 
 

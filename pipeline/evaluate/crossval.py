@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline import ensemble
 from pipeline.classifier import predict, train_classifier
-from pipeline.config import EvaluateConfig
+from pipeline.config import EvaluateConfig, parse_names
 from pipeline.errors import AugmentError
 from pipeline.progress import logger
 
@@ -57,18 +57,18 @@ def check_pool(labels: np.ndarray, classes: list[str], folds: int) -> None:
 def trained_on_data(config: EvaluateConfig) -> frozenset[str]:
     """The sources whose generator saw this dataset's training images: the tool's own, and every outside source
     named in evaluate.trained_on_data."""
-    return frozenset({OWN_SOURCE, *(n.strip() for n in config.trained_on_data.split(",") if n.strip())})
+    return frozenset({OWN_SOURCE, *parse_names(config.trained_on_data)})
 
 
 def check_sources(config: EvaluateConfig, sources: set[str]) -> None:
     """With evaluate.folds: cross-validation judges outside sources only (the tool's own GAN saw the training images),
     and evaluate.trained_on_data may only name sources of this evaluation."""
-    named = trained_on_data(config) - {OWN_SOURCE}
-    unknown = sorted(named - sources)
+    trained_on = trained_on_data(config)
+    unknown = sorted(trained_on - {OWN_SOURCE} - sources)
     if unknown:
         raise AugmentError(f"evaluate.trained_on_data names {', '.join(unknown)}, not among the outside sources "
                            f"({', '.join(sorted(sources - {OWN_SOURCE})) or 'none'})")
-    if not sources - trained_on_data(config):
+    if not sources - trained_on:
         raise AugmentError(f"evaluate.folds={config.folds} cross-validates outside synthetic sources, and this evaluation has "
                            "none that was not trained on the dataset (the tool's own GAN saw the training images, so its "
                            "images cannot be cross-validated); add --synthetic NAME=FOLDER, or set evaluate.folds to 0")

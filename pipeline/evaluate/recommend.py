@@ -12,6 +12,12 @@ ALPHA = 0.05        # the chance of recommending synthetic data that does not he
 NEAR_CHANCE = 0.2   # a baseline below chance + this share of the way to 100% is too weak to judge by
 
 
+def class_weights(labels: np.ndarray) -> np.ndarray:
+    """Per image: n / (classes x its class's count), so that mean(weight * x) is x's class-balanced mean."""
+    _, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return len(labels) / (len(counts) * counts[index])
+
+
 def _level(differences: np.ndarray) -> bool:
     """Whether a seeds x images matrix of paired differences is within noise of zero (95% crossed interval)."""
     gain = crossed_gain(differences)
@@ -41,8 +47,8 @@ def recommend(val_correct: dict[str, np.ndarray], synthetic_share: dict[str, flo
                 "classes are too small to spare an image), so the tool cannot choose; it does not recommend synthetic data"}
     n_images = next(iter(val_correct.values())).shape[1]
     labels = np.zeros(n_images, dtype=np.int64) if val_labels is None else np.asarray(val_labels)
-    present, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    weight = n_images / (len(present) * counts[index])  # mean(weight * x) is x's class-balanced mean
+    present, counts = np.unique(labels, return_counts=True)
+    weight = class_weights(labels)
     balanced = balanced or {}
     per_image = {name: correct.mean(axis=0) for name, correct in val_correct.items()}
     per_class = {name: [float(values[labels == c].mean()) for c in present] for name, values in per_image.items()}
