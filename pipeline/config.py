@@ -209,6 +209,10 @@ class TrainConfig:
                         "the training images; last: the last one", more="`best` needs `track_quality`, else it is `last`.")
     sample_every: int = option(500, "steps between sample grids and quality measurements", at_least=1)
     track_quality: bool = option(True, "measure the EMA generator's fidelity at every sample grid (gan/quality.csv)")
+    probe_steps: int = option(300, "training steps of the quality probe, the small classifier (trained once on the real "
+                              "training images) whose features score the EMA generator", at_least=1,
+                              more="300 takes seconds on a CPU; a change restarts training rather than mixing two probes' "
+                                   "scores in one keep=best choice.")
     checkpoint_every: int = option(500, "steps between checkpoints (an interrupted run resumes from the last)", at_least=1)
     seed: int = option(0, "seed of the GAN's initial weights, batches and noise", at_least=0, at_most=SEED_MAX)
     device: Device = option("auto", "auto = CUDA if available, else CPU; or cuda, cpu, mps by name",

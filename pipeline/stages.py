@@ -4,17 +4,36 @@ outputs are merged. `augment stage`, dvc.yaml and the Prefect flow all go throug
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline import generate, ingest, runfolder, sources, storage
+from pipeline import runfolder, storage
 from pipeline.config import Config, parse_sources
 from pipeline.errors import AugmentError, environment_errors
-from pipeline.evaluate import stage as evaluate
-from pipeline.gan import per_class, train
 
 Dirs = dict[str, Path]
+
+
+class _OnUse:
+    """A stage's module, imported when the table first uses it: `augment stage ingest` (a process per stage under
+    dvc.yaml) then loads ingest's imports alone, not every stage's (torch, scikit-learn, matplotlib)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("__"):  # pickling and copying probe dunders, before _name exists when unpickling
+            raise AttributeError(attribute)
+        return getattr(importlib.import_module(self._name), attribute)
+
+    def __reduce__(self):  # a Dask worker unpickles the table's functions with their globals: by name, not module
+        return _OnUse, (self._name,)
+
+
+ingest, generate, sources = _OnUse("pipeline.ingest"), _OnUse("pipeline.generate"), _OnUse("pipeline.sources")
+evaluate, per_class, train = _OnUse("pipeline.evaluate.stage"), _OnUse("pipeline.gan.per_class"), _OnUse("pipeline.gan.train")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ BIN = Path(sys.executable).parent
 
 # Small enough that a whole pipeline takes seconds on one CPU core, large enough to exercise every code path.
 TINY = ["ingest.image_size=16", "train.steps=6", "train.batch_size=16", "train.width=32", "train.sample_every=3",
-        "train.checkpoint_every=3", "generate.per_class=10", "generate.filter=none", "evaluate.steps=30", "evaluate.seeds=2", "evaluate.batch_size=32"]
+        "train.checkpoint_every=3", "train.probe_steps=20", "generate.per_class=10", "generate.filter=none", "evaluate.steps=20", "evaluate.seeds=2", "evaluate.batch_size=32"]
 
 
 def tiny_config(dataset: Path | str, *more: str) -> config_module.Config:

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow  # servers, whole runs or subprocesses: left out o
 
 SETTINGS = ["--set", "ingest.image_size=16", "--set", "train.batch_size=16", "--set", "train.width=32",
             "--set", "train.steps=300", "--set", "train.checkpoint_every=20", "--set", "train.sample_every=100",
+            "--set", "train.probe_steps=20",
             "--set", "evaluate.steps=20", "--set", "evaluate.seeds=2", "--set", "evaluate.batch_size=32"]
 
 

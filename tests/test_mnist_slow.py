@@ -24,7 +24,7 @@ def test_low_data_mnist_run_end_to_end(mnist_split, prefect_server, tmp_path):
     server_env = prefect_server  # the shared server: no temporary one started per run
     out = tmp_path / "out"
     command = [str(BIN / "augment"), "run", "--dataset", str(mnist_split), "--per-class", "100", "--out", str(out),
-               "--set", "train.steps=300", "--set", "evaluate.seeds=2", "--set", "evaluate.steps=300"]  # half the default: suite time
+               "--set", "train.steps=300", "--set", "evaluate.seeds=2", "--set", "evaluate.steps=200"]  # a third of the default: suite time
     result = subprocess.run(command, env=server_env, cwd=tmp_path, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     digits = [str(d) for d in range(10)]

@@ -99,7 +99,8 @@ def _samples_and_quality(config: TrainConfig, arrays: dict, generator: torch.nn.
     with torch.no_grad():
         train.save_grid(gan / "samples" / f"step_{config.steps:06d}.png", generator(z, labels), num_classes)
     if config.track_quality:
-        probe = QualityProbe(arrays["train_images"], arrays["train_labels"], num_classes, config.z_dim, device)
+        probe = QualityProbe(arrays["train_images"], arrays["train_labels"], num_classes, config.z_dim, device,
+                             config.probe_steps)
         storage.write_csv(gan / "quality.csv", QUALITY_COLUMNS, [[config.steps, *(round(v, 5) for v in probe.measure(generator))]])
     generator.cpu()
 

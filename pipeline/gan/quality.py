@@ -9,7 +9,6 @@ from pipeline.classifier import REAL_AUG, embed, train_classifier
 from pipeline.metrics.fidelity import frechet_distance, manifold_scores
 from pipeline.generators import to_uint8
 
-PROBE_STEPS = 300        # a quick feature classifier: enough to give the features meaning, a few seconds on CPU
 SAMPLES_PER_CLASS = 50
 COLUMNS = ["step", "frechet_distance", "precision", "recall", "density", "coverage"]
 
@@ -17,9 +16,10 @@ COLUMNS = ["step", "frechet_distance", "precision", "recall", "density", "covera
 class QualityProbe:
     """Trains a small classifier on the real training images once, then scores generator samples in its features."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, z_dim: int, device: torch.device):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, z_dim: int, device: torch.device,
+                 steps: int):
         # Its own augmentation, not evaluate.augment: which snapshot keep=best exports depends on the training only.
-        config = EvaluateConfig(steps=PROBE_STEPS, width=16, batch_size=64, augment="affine,elastic", augment_probability=0.5)
+        config = EvaluateConfig(steps=steps, width=16, batch_size=64, augment="affine,elastic", augment_probability=0.5)
         self.model = train_classifier(config, REAL_AUG, 0, (images, labels), None, num_classes, device)
         self.real_features = embed(self.model, images, device)
         self.device = device

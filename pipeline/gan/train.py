@@ -138,7 +138,8 @@ def training_loop(config: TrainConfig, ingest_dir: str | Path, out_dir: str | Pa
     images, labels = images.to(device), labels.to(device)
     losses_path, quality_path = out / "losses.csv", out / "quality.csv"
     rows = storage.read_csv_rows(losses_path) if resumed is not None else []
-    probe = QualityProbe(arrays["train_images"], arrays["train_labels"], len(classes), config.z_dim, device) \
+    probe = QualityProbe(arrays["train_images"], arrays["train_labels"], len(classes), config.z_dim, device,
+                         config.probe_steps) \
         if tracked and start_step < config.steps else None  # a finished run only re-exports
     quality = storage.read_csv_rows(quality_path) if resumed is not None and probe else []
     history, clock = [], time.perf_counter()
