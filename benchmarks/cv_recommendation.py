@@ -24,11 +24,14 @@ A false finding is a recommendation of `ours`, whatever its test gain; each draw
 
     python benchmarks/cv_recommendation.py --draws 5 --seeds 3 --threads 1 --ours /tmp/budget-k20-w128/snapshots/step_002000/synthetic
 
-Writes benchmarks/results/cv_recommendation.{json,md} after every draw (partial results survive).
+Writes benchmarks/results/cv_recommendation.{json,md} after every draw (partial results survive). Run it again with a
+larger --draws to add draws: the finished ones are kept when --seeds, --folds and --set match (each draw records the
+commit it ran at), and the draws are seeded by their number, so draw d is the same dataset in every call.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import subprocess
 import sys
@@ -159,7 +162,8 @@ def markdown(result: dict) -> str:
     draws = result["draws"]
     n = len(draws)
     lines = ["# Cross-validated recommendation on repeated 20-per-class MNIST draws", "",
-             f"Command: `{result['command']}`  ", f"Commit {result['commit']}; torch threads {result['threads']}; "
+             f"Command: `{result['command']}`  ", "Draws at commit (torch threads): " + ", ".join(f"{d['draw']} at {d.get('commit', result['commit'])} "
+             f"({d.get('threads', result['threads'])})" for d in draws) + "; "
              f"{n} of {result['planned_draws']} draws done; {sum(d['seconds'] for d in draws):.0f} s in all "
              f"({np.mean([d['seconds'] for d in draws]):.0f} s a draw: {result['folds']} folds x {result['seeds']} seeds x "
              f"3 candidates = {result['folds'] * result['seeds'] * 3} fold classifiers and {result['seeds'] * 3} run classifiers "
@@ -222,8 +226,15 @@ def main() -> None:
     steps = config_module.load(None, list(args.overrides)).evaluate.steps
     result = {"command": command, "commit": commit(), "threads": args.threads, "seeds": args.seeds, "folds": args.folds, "steps": steps,
               "planned_draws": args.draws, "draws": []}
-    for draw in range(args.draws):
-        result["draws"].append(run_draw(args, parts, draw))
+    earlier = args.results / "cv_recommendation.json"
+    if earlier.is_file():
+        kept = json.loads(earlier.read_text())
+        if [kept.get(k) for k in ("seeds", "folds", "steps")] == [args.seeds, args.folds, steps] and \
+                kept["command"].split(" --set ")[1:] == command.split(" --set ")[1:]:
+            result["draws"] = [{"commit": kept["commit"], "threads": kept["threads"], **d} for d in kept["draws"]][: args.draws]
+            print(f"kept {len(result['draws'])} finished draw(s) from {earlier}", flush=True)
+    for draw in range(len(result["draws"]), args.draws):
+        result["draws"].append({"commit": commit(), "threads": args.threads, **run_draw(args, parts, draw)})
         storage.write_json(args.results / "cv_recommendation.json", result)
         storage.write_text(args.results / "cv_recommendation.md", markdown(result))
         print(markdown(result), flush=True)
