@@ -145,3 +145,23 @@ def test_output_inside_dataset_is_refused(digits_dir, tmp_path):
     with pytest.raises(AugmentError, match="inside the dataset"):
         run_stage("ingest", tiny_config(data), data / "out")
     assert not (data / "out").exists()
+
+
+def test_the_ingest_stage_loads_no_other_stage(digits_dir, tmp_path):
+    """dvc.yaml runs each stage in its own process: ingest's must not pay for scikit-learn, matplotlib or the other
+    stages' modules (the stage table imports a stage's module when it runs it)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = ("import json, sys; from pipeline.stages import run_stage; from pipeline import config; "
+              "run_stage('ingest', config.load(None, [f'ingest.dataset={sys.argv[1]}']), sys.argv[2]); "
+              "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'matplotlib', 'pipeline'))))")
+    result = subprocess.run([sys.executable, "-c", script, str(digits_dir), str(tmp_path / "out")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert "pipeline.ingest" in loaded and (tmp_path / "out" / "ingest").is_dir()
+    others = {"pipeline.generate", "pipeline.sources", "pipeline.evaluate.stage", "pipeline.gan.train", "sklearn", "matplotlib"}
+    assert not loaded & others, loaded & others
