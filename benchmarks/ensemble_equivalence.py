@@ -35,14 +35,37 @@ def commit() -> str:
     return (run("rev-parse", "--short", "HEAD") or "unknown") + ("+dirty" if run("status", "--porcelain", "--", "pipeline") else "")
 
 
-def compare(metrics: dict[str, dict]) -> list[dict]:
+def finished_runs(work: Path, seeds: int) -> tuple[dict[str, dict[str, list[float]]], int]:
+    """Per mode, condition -> accuracy per seed, over the seeds BOTH modes have finished (their seed files), and
+    how many seeds that is: the comparison of a run still under way, or cut off."""
+    from pipeline import storage
+    from pipeline.evaluate import stage as evaluate_stage
+
+    def per_seed(mode: str) -> dict[int, dict[str, float]]:
+        metrics = work / mode / "metrics.json"
+        if metrics.is_file():  # aggregated: the seed files are gone, metrics.json holds every seed's accuracy
+            conditions = storage.read_json(metrics)["conditions"]
+            return {s: {c: v["accuracy_runs"][s] for c, v in conditions.items()} for s in range(seeds)}
+        found = {}
+        for seed in range(seeds):
+            path = work / mode / evaluate_stage.SEEDS_FOLDER / f"{seed}.json"
+            if path.is_file():
+                found[seed] = {r["condition"]: r["accuracy"] for r in storage.read_json(path)["records"]}
+        return found
+
+    accuracy = {m: per_seed(m) for m in MODES}
+    done = sorted(set(accuracy["serial"]) & set(accuracy["batched"]))
+    runs = {m: {c: [accuracy[m][s][c] for s in done] for c in (accuracy[m][done[0]] if done else {})} for m in MODES}
+    return runs, len(done)
+
+
+def compare(runs: dict[str, dict[str, list[float]]]) -> list[dict]:
     """Per condition: batched minus serial accuracy, paired by seed (points, 95% t-interval)."""
     from pipeline.metrics.stats import paired_gain
 
     rows = []
-    serial, batched = metrics["serial"]["conditions"], metrics["batched"]["conditions"]
-    for name in serial:
-        a, b = serial[name]["accuracy_runs"], batched[name]["accuracy_runs"]
+    for name in runs["serial"]:
+        a, b = runs["serial"][name], runs["batched"][name]
         gain = paired_gain(b, a)
         rows.append({"condition": name, "serial_mean": sum(a) / len(a), "batched_mean": sum(b) / len(b),
                      "difference": gain["mean"], "ci95": gain["ci95"], "identical_seeds": sum(x == y for x, y in zip(a, b)),
@@ -53,7 +76,10 @@ def compare(metrics: dict[str, dict]) -> list[dict]:
 def markdown(result: dict) -> str:
     lines = ["# The evaluate stage batched against serial: same results? (issue #34, deliverable 2)", "",
              f"Command: `{result['command']}`  ", f"Commit {result['commit']}, torch threads {result['threads']}; run folder "
-             f"{result['run']}; seconds: " + ", ".join(f"{m} {s:.0f}" for m, s in result["seconds"].items()) + ".", "",
+             f"{result['run']}; seconds: " + ", ".join(f"{m} {s:.0f}" for m, s in result["seconds"].items()) + "; "
+             f"**{result['seeds_compared']} of {result['seeds_planned']} seeds** finished in both modes and compared"
+             + ("" if result["seeds_compared"] == result["seeds_planned"] else " (a partial run: run the same commands again to finish it)")
+             + ".", "",
              "Accuracy % on the run's held-out test images, mean over seeds; difference = batched − serial in points, "
              "paired by seed, [95% t-interval].", "",
              "| condition | serial % | batched % | difference [95% CI] | seeds identical | interval contains 0 |",
@@ -77,6 +103,8 @@ def run_mode(args: argparse.Namespace, config, mode: str) -> None:
     config, out = dataclasses.replace(config, batched=MODES[mode]), args.work / mode
     timing = args.work / f"{mode}.seconds.json"
     seconds = storage.read_json(timing) if timing.is_file() else {}
+    if (out / "metrics.json").is_file():  # aggregated (which removes the seed files): done
+        return
     for seed in range(config.seeds):
         path = out / evaluate_stage.SEEDS_FOLDER / f"{seed}.json"
         if path.is_file() and storage.read_json(path)["config"] == dataclasses.asdict(config):
@@ -97,8 +125,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/ensemble-equivalence"))
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--mode", choices=["both", *MODES], default="both",
-                        help="run one mode only (two processes, one per core, each --threads 1), then compare when both are done")
+    parser.add_argument("--mode", choices=["both", *MODES, "compare"], default="both",
+                        help="run one mode only (two processes, one per core, each --threads 1); compare: only tabulate the "
+                             "seeds both modes have finished")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value (a smoke run)")
     args = parser.parse_args()
     import torch
@@ -111,17 +140,18 @@ def main() -> None:
         if not (args.run / part).is_dir():
             sys.exit(f"{args.run / part} not found: --run needs a finished run folder (ingest/, gan/, synthetic/)")
     config = config_module.load(None, [f"evaluate.seeds={args.seeds}", *args.overrides]).evaluate
-    for mode in MODES if args.mode == "both" else [args.mode]:
+    for mode in {"both": list(MODES), "compare": []}.get(args.mode, [args.mode]):
         run_mode(args, config, mode)
-    if not all((args.work / mode / "metrics.json").is_file() for mode in MODES):
-        print("one mode is still to run (--mode); no comparison yet", flush=True)
+    runs, done = finished_runs(args.work, config.seeds)
+    if done < 2:
+        print(f"{done} seed(s) finished in both modes: no comparison yet", flush=True)
         return
-    metrics = {mode: storage.read_json(args.work / mode / "metrics.json") for mode in MODES}
-    seconds = {mode: sum(storage.read_json(args.work / f"{mode}.seconds.json").values()) for mode in MODES}
+    timing = {mode: args.work / f"{mode}.seconds.json" for mode in MODES}
+    seconds = {mode: sum(storage.read_json(t).values()) if t.is_file() else 0.0 for mode, t in timing.items()}
     command = (f"python benchmarks/ensemble_equivalence.py --run {args.run} --seeds {args.seeds} --threads {args.threads}"
                + "".join(f" --set {o}" for o in args.overrides))
     result = {"command": command, "commit": commit(), "threads": args.threads, "run": str(args.run), "seconds": seconds,
-              "comparison": compare(metrics)}
+              "seeds_planned": config.seeds, "seeds_compared": done, "comparison": compare(runs)}
     storage.write_json(args.results / "ensemble_equivalence.json", result)
     storage.write_text(args.results / "ensemble_equivalence.md", markdown(result))
     print(markdown(result), flush=True)
