@@ -25,14 +25,16 @@ A false finding is a recommendation of `ours`, whatever its test gain; each draw
     python benchmarks/cv_recommendation.py --draws 5 --seeds 3 --threads 1 --ours /tmp/budget-k20-w128/snapshots/step_002000/synthetic
 
 Writes benchmarks/results/cv_recommendation.{json,md} after every draw (partial results survive). Run it again with a
-larger --draws to add draws: the finished ones are kept when --seeds, --folds and --set match (each draw records the
-commit it ran at), and the draws are seeded by their number, so draw d is the same dataset in every call.
+larger --draws to add draws: the finished ones are kept when every other option (--seeds, --folds, --ours, --set)
+matches, each draw records the commit it ran at, and the draws are seeded by their number, so draw d is the same
+dataset in every call.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -43,7 +45,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from pipeline import config as config_module  # noqa: E402
 from pipeline import storage  # noqa: E402
@@ -227,10 +228,10 @@ def main() -> None:
     result = {"command": command, "commit": commit(), "threads": args.threads, "seeds": args.seeds, "folds": args.folds, "steps": steps,
               "planned_draws": args.draws, "draws": []}
     earlier = args.results / "cv_recommendation.json"
+    same_study = lambda text: re.sub(r" --(draws|threads) \d+", "", text)  # all but how many draws, how fast
     if earlier.is_file():
         kept = json.loads(earlier.read_text())
-        if [kept.get(k) for k in ("seeds", "folds", "steps")] == [args.seeds, args.folds, steps] and \
-                kept["command"].split(" --set ")[1:] == command.split(" --set ")[1:]:
+        if same_study(kept["command"]) == same_study(command):
             result["draws"] = [{"commit": kept["commit"], "threads": kept["threads"], **d} for d in kept["draws"]][: args.draws]
             print(f"kept {len(result['draws'])} finished draw(s) from {earlier}", flush=True)
     for draw in range(len(result["draws"]), args.draws):

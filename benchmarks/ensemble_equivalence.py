@@ -35,28 +35,28 @@ def commit() -> str:
     return (run("rev-parse", "--short", "HEAD") or "unknown") + ("+dirty" if run("status", "--porcelain", "--", "pipeline") else "")
 
 
-def finished_runs(work: Path, seeds: int) -> tuple[dict[str, dict[str, list[float]]], int]:
-    """Per mode, condition -> accuracy per seed, over the seeds BOTH modes have finished (their seed files), and
-    how many seeds that is: the comparison of a run still under way, or cut off."""
+def seed_accuracy(work: Path, mode: str, seeds: int) -> dict[int, dict[str, float]]:
+    """Seed -> condition -> test accuracy, for the seeds this mode has finished: from metrics.json once aggregated
+    (aggregation removes the seed files), else from the seed files written so far."""
     from pipeline import storage
     from pipeline.evaluate import stage as evaluate_stage
 
-    def per_seed(mode: str) -> dict[int, dict[str, float]]:
-        metrics = work / mode / "metrics.json"
-        if metrics.is_file():  # aggregated: the seed files are gone, metrics.json holds every seed's accuracy
-            conditions = storage.read_json(metrics)["conditions"]
-            return {s: {c: v["accuracy_runs"][s] for c, v in conditions.items()} for s in range(seeds)}
-        found = {}
-        for seed in range(seeds):
-            path = work / mode / evaluate_stage.SEEDS_FOLDER / f"{seed}.json"
-            if path.is_file():
-                found[seed] = {r["condition"]: r["accuracy"] for r in storage.read_json(path)["records"]}
-        return found
+    metrics = work / mode / "metrics.json"
+    if metrics.is_file():
+        conditions = storage.read_json(metrics)["conditions"]
+        return {s: {c: v["accuracy_runs"][s] for c, v in conditions.items()} for s in range(seeds)}
+    paths = {s: work / mode / evaluate_stage.SEEDS_FOLDER / f"{s}.json" for s in range(seeds)}
+    return {s: {r["condition"]: r["accuracy"] for r in storage.read_json(p)["records"]} for s, p in paths.items() if p.is_file()}
 
-    accuracy = {m: per_seed(m) for m in MODES}
+
+def finished_runs(work: Path, seeds: int) -> tuple[dict[str, dict[str, list[float]]], int]:
+    """Per mode, condition -> accuracy per seed, over the seeds BOTH modes have finished (a run still under way, or
+    cut off, is compared on those), and how many seeds that is."""
+    accuracy = {m: seed_accuracy(work, m, seeds) for m in MODES}
     done = sorted(set(accuracy["serial"]) & set(accuracy["batched"]))
-    runs = {m: {c: [accuracy[m][s][c] for s in done] for c in (accuracy[m][done[0]] if done else {})} for m in MODES}
-    return runs, len(done)
+    if not done:
+        return {m: {} for m in MODES}, 0
+    return {m: {c: [accuracy[m][s][c] for s in done] for c in accuracy[m][done[0]]} for m in MODES}, len(done)
 
 
 def compare(runs: dict[str, dict[str, list[float]]]) -> list[dict]:
