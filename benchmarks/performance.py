@@ -138,11 +138,13 @@ class Context:
 
 
 def non_default_keys(run_dir: Path) -> list[str]:
-    """Config keys of a run that differ from the built-in defaults (the dataset aside)."""
+    """Config keys of a run that differ from the built-in defaults (the dataset aside). The defaults are resolved for
+    this machine's device, as the run's config.json records them (generate.batch_size 0 = by device)."""
     from pipeline.config import Config
+    from pipeline.device import resolve
 
     used = json.loads((run_dir / "config.json").read_text())
-    defaults = Config().to_dict()
+    defaults = resolve(Config()).to_dict()
     return [f"{s}.{k}" for s in defaults for k in defaults[s] if (s, k) != ("ingest", "dataset") and used[s][k] != defaults[s][k]]
 
 
