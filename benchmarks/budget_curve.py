@@ -41,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 
+from provenance import commit_of  # benchmarks/ beside this file
+
 ROOT = Path(__file__).resolve().parents[1]      # the project (or a frozen copy of its pipeline/ and benchmarks/)
 SHARED = ROOT.parent / "shared"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,18 +53,6 @@ SCORES = ("accuracy", "balanced_accuracy")
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
-
-def commit_of(root: Path) -> str:
-    """The project's commit, '+dirty' when pipeline/ or benchmarks/budget_curve.py differ from it. A frozen copy
-    (no git) carries it in a COMMIT file written when it was copied."""
-    frozen = root / "COMMIT"
-    if frozen.is_file():
-        return frozen.read_text().strip()
-    run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=root)
-    head = run("rev-parse", "--short", "HEAD").stdout.strip() or "unknown"
-    dirty = run("status", "--porcelain", "--", "pipeline", "benchmarks/budget_curve.py").stdout.strip()
-    return head + ("+dirty" if dirty else "")
-
 
 def user_command(args: argparse.Namespace) -> str:
     """The command as a user would type it from the project root (scratch and results paths left out)."""
@@ -80,8 +70,7 @@ def make_split(args: argparse.Namespace, folder: Path) -> dict[str, int]:
             subprocess.run([sys.executable, str(args.make_split), str(args.mnist), str(folder), "--per-class", "20",
                             "--test-total", "5000", "--seed", "0"], check=True)
     else:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from imbalanced_split import PROFILES, write_split  # noqa: E402  (benchmarks/ beside this file)
+        from imbalanced_split import PROFILES, write_split  # benchmarks/ beside this file
         write_split(args.mnist, folder, seed=0, counts_per_class=PROFILES["steps"])  # skips files already linked
     return {d.name: sum(1 for _ in d.iterdir()) for d in sorted((folder / "train").iterdir()) if d.is_dir()}
 
@@ -234,7 +223,7 @@ def study(args: argparse.Namespace) -> None:
         ingest.run(config.ingest, ingest_dir)
     stats = storage.read_json(ingest_dir / "stats.json")
     stem = f"budget_{args.dataset}_w{args.width}"
-    result = {"command": user_command(args), "commit": commit_of(ROOT), "dataset": args.dataset, "width": args.width,
+    result = {"command": user_command(args), "commit": commit_of(__file__), "dataset": args.dataset, "width": args.width,
               "snapshot_steps": steps, "seeds": args.seeds, "threads": args.threads, "baseline": BASELINE[args.dataset],
               "split_counts": split_counts, "train_counts": {c: v["train"] for c, v in stats["per_class"].items()},
               "config": config.to_dict(), "snapshots": [], "status": "running", "seconds_total": 0.0}

@@ -35,7 +35,6 @@ import argparse
 import json
 import random
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,6 +56,7 @@ from pipeline.evaluate.recommend import class_weights, recommend  # noqa: E402
 from pipeline.metrics.stats import crossed_gain, verdict  # noqa: E402
 from pipeline.stages import run_stage  # noqa: E402
 from imbalanced_split import link_files  # noqa: E402  (benchmarks/ beside this file: hard links, copies across devices)
+from provenance import commit_of  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -149,11 +149,6 @@ def run_draw(args, parts: dict, draw: int) -> dict:
     }
 
 
-def commit() -> str:
-    run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    return (run("rev-parse", "--short", "HEAD") or "unknown") + ("+dirty" if run("status", "--porcelain", "--", "pipeline", "benchmarks/cv_recommendation.py") else "")
-
-
 def count(draws: list[dict], key: str, source: str) -> int:
     """How many of these draws the rule `key` recommended the source in."""
     return sum(d[key]["setting"] == f"real+aug+{source}" and d[key]["use_synthetic"] for d in draws)
@@ -225,7 +220,7 @@ def main() -> None:
                f"--ours {args.ours}" + (f" --folds {args.folds}" if args.folds != 5 else "")
                + "".join(f" --set {o}" for o in args.overrides))
     steps = config_module.load(None, list(args.overrides)).evaluate.steps
-    result = {"command": command, "commit": commit(), "threads": args.threads, "seeds": args.seeds, "folds": args.folds, "steps": steps,
+    result = {"command": command, "commit": commit_of(__file__), "threads": args.threads, "seeds": args.seeds, "folds": args.folds, "steps": steps,
               "planned_draws": args.draws, "draws": []}
     earlier = args.results / "cv_recommendation.json"
     same_study = lambda text: re.sub(r" --(draws|threads) \d+", "", text)  # all but how many draws, how fast
@@ -235,7 +230,7 @@ def main() -> None:
             result["draws"] = [{"commit": kept["commit"], "threads": kept["threads"], **d} for d in kept["draws"]][: args.draws]
             print(f"kept {len(result['draws'])} finished draw(s) from {earlier}", flush=True)
     for draw in range(len(result["draws"]), args.draws):
-        result["draws"].append({"commit": commit(), "threads": args.threads, **run_draw(args, parts, draw)})
+        result["draws"].append({"commit": commit_of(__file__), "threads": args.threads, **run_draw(args, parts, draw)})
         storage.write_json(args.results / "cv_recommendation.json", result)
         storage.write_text(args.results / "cv_recommendation.md", markdown(result))
         print(markdown(result), flush=True)

@@ -19,20 +19,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from provenance import commit_of  # benchmarks/ beside this file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = {"serial": "off", "batched": "on"}
-
-
-def commit() -> str:
-    run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    return (run("rev-parse", "--short", "HEAD") or "unknown") + ("+dirty" if run("status", "--porcelain", "--", "pipeline") else "")
 
 
 def seed_accuracy(work: Path, mode: str, seeds: int) -> dict[int, dict[str, float]]:
@@ -101,10 +97,10 @@ def run_mode(args: argparse.Namespace, config, mode: str) -> None:
     from pipeline.evaluate import stage as evaluate_stage
 
     config, out = dataclasses.replace(config, batched=MODES[mode]), args.work / mode
-    timing = args.work / f"{mode}.seconds.json"
-    seconds = storage.read_json(timing) if timing.is_file() else {}
     if (out / "metrics.json").is_file():  # aggregated (which removes the seed files): done
         return
+    timing = args.work / f"{mode}.seconds.json"
+    seconds = storage.read_json(timing) if timing.is_file() else {}
     for seed in range(config.seeds):
         path = out / evaluate_stage.SEEDS_FOLDER / f"{seed}.json"
         if path.is_file() and storage.read_json(path)["config"] == dataclasses.asdict(config):
@@ -114,8 +110,7 @@ def run_mode(args: argparse.Namespace, config, mode: str) -> None:
         seconds[str(seed)] = round(time.perf_counter() - start, 1)
         storage.write_json(timing, seconds)
         print(f"{mode}: seed {seed} in {seconds[str(seed)]:.0f} s", flush=True)
-    if not (out / "metrics.json").is_file():
-        evaluate_stage.aggregate(config, args.run / "ingest", args.run / "synthetic", args.run / "gan", out)
+    evaluate_stage.aggregate(config, args.run / "ingest", args.run / "synthetic", args.run / "gan", out)
 
 
 def main() -> None:
@@ -150,7 +145,7 @@ def main() -> None:
     seconds = {mode: sum(storage.read_json(t).values()) if t.is_file() else 0.0 for mode, t in timing.items()}
     command = (f"python benchmarks/ensemble_equivalence.py --run {args.run} --seeds {args.seeds} --threads {args.threads}"
                + "".join(f" --set {o}" for o in args.overrides))
-    result = {"command": command, "commit": commit(), "threads": args.threads, "run": str(args.run), "seconds": seconds,
+    result = {"command": command, "commit": commit_of(__file__), "threads": args.threads, "run": str(args.run), "seconds": seconds,
               "seeds_planned": config.seeds, "seeds_compared": done, "comparison": compare(runs)}
     storage.write_json(args.results / "ensemble_equivalence.json", result)
     storage.write_text(args.results / "ensemble_equivalence.md", markdown(result))
